@@ -1,0 +1,26 @@
+# The README's two commands: `make index` then `make test`. Both set up .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Re-installs only when pyproject.toml changes, so a second `make index` installs nothing.
+INSTALLED := $(VENV)/.installed
+
+.PHONY: index test bench clean
+
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=23.1"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+index: $(INSTALLED)
+	$(BIN)/xlsearch index corpora/demo --index indexes/demo
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest -q
+
+bench: $(INSTALLED)
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf indexes .pytest_cache

