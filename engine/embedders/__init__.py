@@ -16,13 +16,14 @@ def create_embedder(
     *,
     model: str | None = None,
     dim: int | None = None,
+    family: str | None = None,
     endpoint: str | None = None,
     api_key: str | None = None,
     cache_path: Path | None = None,
 ) -> Embedder:
     """An embedder for a backend name, behind the embedding cache when `cache_path` is given;
     imports only what that backend needs."""
-    embedder = _backend(backend, model=model, dim=dim, endpoint=endpoint, api_key=api_key)
+    embedder = _backend(backend, model=model, dim=dim, family=family, endpoint=endpoint, api_key=api_key)
     if cache_path is None:
         return embedder
     from engine.cache import CachedEmbedder, EmbeddingCache
@@ -30,7 +31,7 @@ def create_embedder(
     return CachedEmbedder(embedder, EmbeddingCache(cache_path))
 
 
-def _backend(backend: str, *, model, dim, endpoint, api_key) -> Embedder:
+def _backend(backend: str, *, model, dim, family, endpoint, api_key) -> Embedder:
     if backend == "local":
         from engine.embedders.local import LocalEmbedder
 
@@ -40,7 +41,7 @@ def _backend(backend: str, *, model, dim, endpoint, api_key) -> Embedder:
             raise InputError("the openai backend needs --endpoint (or XLSEARCH_ENDPOINT), e.g. http://127.0.0.1:30000/v1")
         from engine.embedders.openai_api import OpenAIEmbedder
 
-        return OpenAIEmbedder(endpoint=endpoint, model=model, dim=dim, api_key=api_key)
+        return OpenAIEmbedder(endpoint=endpoint, model=model, dim=dim, family=family, api_key=api_key)
     raise InputError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
 
 

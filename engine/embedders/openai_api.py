@@ -61,6 +61,7 @@ class OpenAIEmbedder(Embedder):
         endpoint: str,
         model: str | None = None,
         dim: int | None = None,
+        family: str | None = None,
         api_key: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         timeout: float = 120.0,
@@ -74,7 +75,7 @@ class OpenAIEmbedder(Embedder):
             base_url=self.endpoint, api_key=api_key or "EMPTY", timeout=timeout, max_retries=2
         )
         self.model = self._check_model(model)
-        self.profile = profile_for(self.model)
+        self.profile = profile_for(self.model, family)
         self.profile.check_dim(dim, self.model)
         self.requested_dim = dim
         self._dim = dim or self.profile.native_dim

