@@ -76,6 +76,7 @@ def index(
     lang_field: Annotated[str, typer.Option(help="Field holding the language code.")] = "lang",
     lang: Annotated[Optional[str], typer.Option(help="Language of records that carry none (else detected).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Documents per embedding call.")] = 64,
+    language_neutral: Annotated[bool, typer.Option(help="Rank by meaning across languages (indexes of 2+ languages).")] = True,
     no_cache: NoCache = False,
     fmt: Format = "table",
 ) -> None:
@@ -91,7 +92,7 @@ def index(
     started = time.perf_counter()
     try:
         with progress_bar("embedding") as progress:
-            result = build_index(corpus, index_dir, embedder, fields, batch_size=batch_size, progress=progress)
+            result = build_index(corpus, index_dir, embedder, fields, batch_size=batch_size, progress=progress, language_neutral=language_neutral)
     finally:
         embedder.close()
     manifest, report = result.manifest, result.report
@@ -123,6 +124,7 @@ def query(
     index_dir: IndexDir = Path("indexes/demo"),
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Hits per query.")] = 10,
     lang: Annotated[Optional[str], typer.Option(help="Only these languages, e.g. ja,en.")] = None,
+    query_lang: Annotated[Optional[str], typer.Option(help="The queries' language (else detected).")] = None,
     queries: Annotated[Optional[Path], typer.Option(help="Batch: one query per line, or JSONL with a text field.")] = None,
     backend: Backend = None,
     endpoint: Endpoint = None,
@@ -150,7 +152,7 @@ def query(
         texts = [text]
     searcher = open_searcher(index_dir, backend=backend, model=model, dim=dim, family=family, endpoint=endpoint, api_key=api_key, cache_path=cache_path(no_cache))
     try:
-        results = searcher.search(texts, k=k, langs=langs)
+        results = searcher.search(texts, k=k, langs=langs, query_lang=query_lang)
     finally:
         searcher.embedder.close()
     records = [{"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(texts, results)]
@@ -183,6 +185,7 @@ def info(index_dir: IndexDir, fmt: Format = "table") -> None:
         ("query prompt", repr(manifest["prompts"]["query"])),
         ("document prompt", repr(manifest["prompts"]["document"])),
         ("index type", f"{manifest['index_type']} ({manifest['metric']})"),
+        ("language-neutral", (manifest.get("language_neutral") or {}).get("method", "off")),
         ("corpora", ", ".join(manifest.get("corpora", []))),
         ("created", manifest["created"]),
         ("format version", str(manifest["format_version"])),

