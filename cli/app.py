@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import typer
 
 from cli import render
 from cli.progress import progress_bar
-from engine.errors import XLSearchError
+from engine.errors import InputError, XLSearchError
 
 app = typer.Typer(
     add_completion=False,
@@ -197,6 +198,7 @@ def info(index_dir: IndexDir, fmt: Format = "table") -> None:
 @fails_cleanly
 def similarity(
     texts: Annotated[list[str], typer.Argument(help="Two or more texts, in any languages.")],
+    index_dir: Annotated[Optional[Path], typer.Option("--index", "-i", help="Compare language-neutral forms, with this index's language statistics and model.")] = None,
     backend: Backend = None,
     endpoint: Endpoint = None,
     model: Model = None,
@@ -208,20 +210,78 @@ def similarity(
 ) -> None:
     """The cosine similarity matrix of a few texts."""
     from engine.embedders import create_embedder
+    from engine.search import open_searcher
     from engine.similarity import similarity_matrix
 
     check_format(fmt, ("table", "json"))
     if len(texts) < 2:
         raise typer.BadParameter("give at least two texts", param_hint="TEXTS")
-    embedder = create_embedder(backend or "local", model=model, dim=dim, family=family, endpoint=endpoint, api_key=api_key, cache_path=cache_path(no_cache))
+    stats = None
+    if index_dir is not None:
+        searcher = open_searcher(index_dir, backend=backend, model=model, dim=dim, family=family, endpoint=endpoint, api_key=api_key, cache_path=cache_path(no_cache))
+        embedder, stats = searcher.embedder, searcher.index.language_stats
+        if stats is None:
+            raise InputError(f"--index {index_dir} has no language statistics (built with --no-language-neutral or one language)")
+    else:
+        embedder = create_embedder(backend or "local", model=model, dim=dim, family=family, endpoint=endpoint, api_key=api_key, cache_path=cache_path(no_cache))
     try:
-        matrix = similarity_matrix(embedder, texts)
+        matrix = similarity_matrix(embedder, texts, stats)
     finally:
         embedder.close()
     if fmt == "json":
         render.print_json({"texts": texts, "model": embedder.model, "matrix": matrix.round(4).tolist()})
     else:
         render.stdout.print(render.matrix_table(texts, matrix, f"cosine similarity ({embedder.model})"))
+
+
+@app.command(name="eval")
+@fails_cleanly
+def eval_command(
+    source: Annotated[str, typer.Argument(help="Tatoeba directory (with --pairs), pair records (src/tgt), grouped documents, or hf:NAME:CONFIG.")],
+    pairs: Annotated[Optional[str], typer.Option(help="Tatoeba pairs, e.g. cmn-eng,jpn-eng,kor-eng.")] = None,
+    mode: Annotated[str, typer.Option(help="pooled (one index of every language) or pairwise.")] = "pooled",
+    method: Annotated[str, typer.Option(help="plain, neutral or both (comma list).")] = "plain,neutral",
+    scoring: Annotated[str, typer.Option(help="cosine, margin or both (comma list).")] = "cosine,margin",
+    fit: Annotated[Optional[int], typer.Option(min=0, help="Items per set to fit on (its first ones); default half.")] = None,
+    score: Annotated[Optional[int], typer.Option(min=1, help="Items per set to score (its last ones); default the rest.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write the full report as JSON.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Draw the language x language recall@1 matrix (PNG).")] = None,
+    backend: Backend = None,
+    endpoint: Endpoint = None,
+    model: Model = None,
+    api_key: ApiKey = None,
+    dim: Dim = None,
+    family: Family = None,
+    no_cache: NoCache = False,
+    fmt: Format = "table",
+) -> None:
+    """Recall on held-out translation pairs, before and after language-neutral ranking."""
+    from engine.embedders import create_embedder
+    from engine.evaluation.data import load_parallel
+    from engine.evaluation.runner import Split, evaluate, recall_matrix
+
+    check_format(fmt, ("table", "json"))
+    sets = load_parallel(source, [p.strip() for p in pairs.split(",") if p.strip()] if pairs else [])
+    embedder = create_embedder(backend or "local", model=model, dim=dim, family=family, endpoint=endpoint, api_key=api_key, cache_path=cache_path(no_cache))
+    try:
+        with progress_bar("embedding", unit="sentences") as progress:
+            report = evaluate(embedder, sets, mode, tuple(method.split(",")), tuple(scoring.split(",")), Split(fit, score), progress)
+    finally:
+        embedder.close()
+    data = report.to_dict()
+    if out:
+        out.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if plot:
+        from cli.plot import save_recall_heatmap
+
+        best = report.configurations[-1]
+        langs, grid = recall_matrix(best)
+        save_recall_heatmap(langs, grid, f"{report.mode} recall@1, {best.name} ({report.model})", plot)
+    if fmt == "json":
+        render.print_json(data)
+        return
+    render.stdout.print(render.eval_summary_table(data))
+    render.stdout.print(render.eval_directions_table(data))
 
 
 def main() -> None:

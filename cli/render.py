@@ -53,3 +53,32 @@ def key_value_table(title: str, rows: list[tuple[str, str]]) -> Table:
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+def eval_summary_table(report: dict) -> Table:
+    split = "; ".join(f"{p['set']}: fit {p['fit']}, score {p['score']}" for p in report["split"])
+    table = Table(title=f"{report['mode']} evaluation, {report['model']}", caption=split, title_justify="left")
+    for column in ("configuration", "avg R@1", "avg R@5", "avg R@10", "avg MRR", "worst direction", "same-lang top10"):
+        table.add_column(column, justify="left" if column in ("configuration", "worst direction") else "right", no_wrap=column == "configuration")
+    for config in report["configurations"]:
+        average, worst = config["average"], config["worst"]
+        share = config["same_language_top10_non_english"]
+        table.add_row(
+            f"{config['method']}+{config['scoring']}",
+            *(f"{average[m]:.3f}" for m in ("recall@1", "recall@5", "recall@10", "mrr")),
+            f"{worst['direction']} {worst['recall@1']:.3f}",
+            "-" if share is None else f"{share:.3f}",
+        )
+    return table
+
+
+def eval_directions_table(report: dict) -> Table:
+    """Recall@1 of each direction (rows) under each configuration (columns)."""
+    configs = report["configurations"]
+    table = Table(title="recall@1 per direction", title_justify="left")
+    table.add_column("direction")
+    for config in configs:
+        table.add_column(f"{config['method']}+{config['scoring']}", justify="right")
+    for direction in configs[0]["directions"]:
+        table.add_row(direction, *(f"{c['directions'][direction]['recall@1']:.3f}" for c in configs))
+    return table

@@ -1,0 +1,144 @@
+"""Metrics on hand-made cases with known answers, then `xlsearch eval` end to end on real data."""
+
+import json
+
+import numpy as np
+import pytest
+
+from engine.errors import InputError
+from engine.evaluation.data import ParallelSet, Sentence
+from engine.evaluation.margin import ratio_margin
+from engine.evaluation.metrics import direction_scores, first_right_rank, top_k
+from engine.evaluation.runner import Split, _ranked
+from engine.neutral import MIN_SENTENCES, LanguageStats
+from engine.vectors import normalize_rows
+from tests.conftest import DEMO_CORPUS, assert_clean_failure, xlsearch
+
+TATOEBA_POOL = ["cmn-eng", "jpn-eng", "kor-eng", "deu-eng", "ara-eng"]
+
+
+def test_ranks_recall_mrr_and_xsim_on_a_known_case():
+    ranked = np.array([[3, 1, 2], [0, 2, 1], [2, 0, 1], [1, 0, 2]])
+    right = [np.array([3]), np.array([2]), np.array([5]), np.array([2, 1])]
+    ranks = first_right_rank(ranked, right)
+    assert ranks.tolist() == [1, 2, 0, 1]
+    scores = direction_scores(ranks, same_language=np.array([0.1, 0.2, 0.3, 0.4]))
+    assert scores.recall[1] == 0.5 and scores.recall[5] == 0.75 and scores.recall[10] == 0.75
+    assert scores.mrr == pytest.approx((1 + 0.5 + 0 + 1) / 4)
+    assert scores.xsim_error == 0.5
+    assert scores.same_language_top10 == pytest.approx(0.25)
+
+
+def test_top_k_is_ordered_best_first():
+    scores = np.array([[0.1, 0.9, 0.5, 0.7]])
+    assert top_k(scores, 3).tolist() == [[1, 3, 2]]
+
+
+def test_ratio_margin_discounts_a_hub():
+    # candidate 0 is a hub: close to every query; query 1's true partner is candidate 1
+    cosine = np.array([[0.90, 0.20, 0.10], [0.85, 0.80, 0.10], [0.88, 0.10, 0.60]])
+    assert cosine[1].argmax() == 0
+    margin = ratio_margin(cosine, k=2)
+    assert margin[1].argmax() == 1
+    # by hand: query 1's neighbourhood (0.85+0.80)/2, candidate 1's (0.80+0.20)/2
+    assert margin[1, 1] == pytest.approx(0.80 / ((0.825 + 0.50) / 2))
+
+
+def test_pooled_ranking_never_answers_a_sentence_with_itself():
+    vectors = normalize_rows(np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32))
+    for margin in (False, True):
+        ranked = _ranked(vectors, vectors, margin=margin, same_pool=True)
+        assert all(i not in row for i, row in enumerate(ranked))
+        assert ranked[:, 0].tolist() == [1, 0, 3, 2]
+
+
+def test_split_is_deterministic_and_disjoint():
+    parallel = ParallelSet("p", [Sentence(f"s{i}{side}", side, f"k{i}") for i in range(10) for side in ("de", "en")])
+    fit, score, info = Split(4, 3).apply(parallel)
+    assert {s.key for s in fit} == {"k0", "k1", "k2", "k3"}
+    assert {s.key for s in score} == {"k7", "k8", "k9"}
+    assert info == {"set": "p", "items": 10, "fit": "first 4", "score": "last 3"}
+    default_fit, default_score, _ = Split().apply(parallel)
+    assert len(default_fit) == len(default_score) == 10
+    with pytest.raises(InputError, match="exceeds its 10 parallel items"):
+        Split(6, 6).apply(parallel)
+
+
+def test_neutralizing_removes_a_language_offset():
+    rng = np.random.default_rng(0)
+    meaning = rng.normal(size=(60, 16))
+    offset_a, offset_b = np.eye(16)[0] * 6, np.eye(16)[1] * 6  # strong "this is language A/B" directions
+    a = normalize_rows(meaning + offset_a + rng.normal(scale=0.1, size=meaning.shape))
+    b = normalize_rows(meaning + offset_b + rng.normal(scale=0.1, size=meaning.shape))
+    vectors = np.vstack([a, b])
+    langs = ["aa"] * 60 + ["bb"] * 60
+    raw_hits = (a @ vectors.T - np.eye(60, 120) * 9).argmax(axis=1)
+    assert np.mean(raw_hits < 60) > 0.9  # raw: same language first
+    stats = LanguageStats.fit(vectors, langs)
+    neutral = stats.neutralize(vectors, langs)
+    hits = (neutral[:60] @ neutral.T - np.eye(60, 120) * 9).argmax(axis=1)
+    assert np.mean(hits == np.arange(60) + 60) > 0.9  # neutral: the translation first
+    assert stats.detect(vectors[[0, 70]]) == ["aa", "bb"]
+    assert np.allclose(stats.mean_of("zz"), stats.means.mean(axis=0))  # unseen language: the shared mean
+
+
+def test_too_few_sentences_per_language_fit_nothing():
+    vectors = normalize_rows(np.random.default_rng(1).normal(size=(MIN_SENTENCES + 5, 8)))
+    assert LanguageStats.fit(vectors, ["en"] * (MIN_SENTENCES + 1) + ["de"] * 4) is None
+
+
+@pytest.mark.slow
+def test_eval_meets_the_language_neutral_targets_on_tatoeba(tatoeba, tmp_path):
+    """The issue's reference set: last 400 pairs of five languages plus their English sides, pooled, with
+    language statistics fitted on the first 500 of each file."""
+    report_path, plot = tmp_path / "report.json", tmp_path / "recall.png"
+    result = xlsearch("eval", tatoeba, "--pairs", ",".join(TATOEBA_POOL), "--fit", "500", "--score", "400",
+                      "--out", report_path, "--plot", plot)
+    assert result.returncode == 0, result.stderr
+    assert "neutral+margin" in result.stdout and "en->ja" in result.stdout
+    report = json.loads(report_path.read_text())
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    configs = {(c["method"], c["scoring"]): c for c in report["configurations"]}
+    plain, best = configs[("plain", "cosine")], configs[("neutral", "margin")]
+    assert len(best["directions"]) == 10 and best["directions"]["zh->en"]["queries"] == 400
+    assert plain["average"]["recall@1"] < 0.40 and plain["same_language_top10_non_english"] > 0.8
+    assert best["average"]["recall@1"] >= 0.70
+    assert best["worst"]["recall@1"] >= 0.45
+    assert best["same_language_top10_non_english"] <= 0.30
+    assert configs[("neutral", "cosine")]["average"]["recall@1"] >= 0.68
+    assert report["language_detection_accuracy"] >= 0.95
+
+    pairwise = xlsearch("eval", tatoeba, "--pairs", ",".join(TATOEBA_POOL), "--fit", "500", "--score", "400",
+                        "--mode", "pairwise", "--scoring", "cosine", "--format", "json")
+    assert pairwise.returncode == 0, pairwise.stderr
+    by_method = {c["method"]: c["directions"] for c in json.loads(pairwise.stdout)["configurations"]}
+    for direction, plain_scores in by_method["plain"].items():
+        assert by_method["neutral"][direction]["recall@1"] >= plain_scores["recall@1"] - 0.005, direction
+
+
+def test_eval_on_the_demo_corpus_groups(tmp_path):
+    result = xlsearch("eval", DEMO_CORPUS, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    configs = {(c["method"], c["scoring"]): c for c in report["configurations"]}
+    assert len(configs[("plain", "cosine")]["directions"]) == 56  # 8 languages, every ordered pair
+    assert configs[("neutral", "cosine")]["average"]["recall@1"] > configs[("plain", "cosine")]["average"]["recall@1"]
+    assert configs[("neutral", "cosine")]["average"]["recall@1"] >= 0.95
+
+
+def test_eval_reads_pair_records(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [("Guten Morgen", "Good morning"), ("Der Zug ist spät", "The train is late"),
+            ("Ich habe Hunger", "I am hungry"), ("Es regnet heute", "It is raining today")]
+    pairs.write_text("".join(json.dumps({"src": s, "tgt": t, "src_lang": "deu", "tgt_lang": "en"}) + "\n" for s, t in rows))
+    result = xlsearch("eval", pairs, "--mode", "pairwise", "--method", "plain", "--fit", "0", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    directions = json.loads(result.stdout)["configurations"][0]["directions"]
+    assert set(directions) == {"de->en", "en->de"} and directions["de->en"]["queries"] == 4
+
+
+def test_eval_bad_inputs(tatoeba, tmp_path):
+    assert_clean_failure(xlsearch("eval", tatoeba), "choose pairs with --pairs")
+    assert_clean_failure(xlsearch("eval", tatoeba, "--pairs", "xyz-eng"), "tatoeba.xyz-eng.xyz: no such file")
+    assert_clean_failure(xlsearch("eval", DEMO_CORPUS, "--mode", "sideways"), "--mode 'sideways'")
+    assert_clean_failure(xlsearch("eval", DEMO_CORPUS, "--fit", "30", "--score", "30"), "exceeds its 40 parallel items")
