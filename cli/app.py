@@ -55,6 +55,17 @@ def cache_path(no_cache: bool) -> Path | None:
     return None if no_cache else default_cache_path()
 
 
+def make_embedder(
+    backend: str | None, model: str | None, dim: int | None, family: str | None,
+    endpoint: str | None, api_key: str | None, no_cache: bool,
+):
+    """The embedder the shared backend options describe, behind the cache unless --no-cache."""
+    from engine.embedders import create_embedder
+
+    return create_embedder(backend or "local", model=model, dim=dim, family=family, endpoint=endpoint,
+                           api_key=api_key, cache_path=cache_path(no_cache))
+
+
 def check_format(fmt: str, allowed: tuple[str, ...] = render.FORMATS) -> str:
     if fmt not in allowed:
         raise typer.BadParameter(f"{fmt!r}: expected one of {', '.join(allowed)}", param_hint="--format")
@@ -82,14 +93,13 @@ def index(
     fmt: Format = "table",
 ) -> None:
     """Embed a corpus and write an index directory."""
-    from engine.embedders import create_embedder
     from engine.languages import normalize_lang
     from indexer.mapper import FieldMap
     from indexer.pipeline import build_index
 
     check_format(fmt, ("table", "json"))
     fields = FieldMap(text_field, id_field, lang_field, normalize_lang(lang) if lang else None)
-    embedder = create_embedder(backend or "local", model=model, dim=dim, family=family, endpoint=endpoint, api_key=api_key, cache_path=cache_path(no_cache))
+    embedder = make_embedder(backend, model, dim, family, endpoint, api_key, no_cache)
     started = time.perf_counter()
     try:
         with progress_bar("embedding") as progress:
@@ -209,7 +219,6 @@ def similarity(
     fmt: Format = "table",
 ) -> None:
     """The cosine similarity matrix of a few texts."""
-    from engine.embedders import create_embedder
     from engine.search import open_searcher
     from engine.similarity import similarity_matrix
 
@@ -223,7 +232,7 @@ def similarity(
         if stats is None:
             raise InputError(f"--index {index_dir} has no language statistics (built with --no-language-neutral or one language)")
     else:
-        embedder = create_embedder(backend or "local", model=model, dim=dim, family=family, endpoint=endpoint, api_key=api_key, cache_path=cache_path(no_cache))
+        embedder = make_embedder(backend, model, dim, family, endpoint, api_key, no_cache)
     try:
         matrix = similarity_matrix(embedder, texts, stats)
     finally:
@@ -256,13 +265,12 @@ def eval_command(
     fmt: Format = "table",
 ) -> None:
     """Recall on held-out translation pairs, before and after language-neutral ranking."""
-    from engine.embedders import create_embedder
     from engine.evaluation.data import load_parallel
     from engine.evaluation.runner import Split, evaluate, recall_matrix
 
     check_format(fmt, ("table", "json"))
     sets = load_parallel(source, [p.strip() for p in pairs.split(",") if p.strip()] if pairs else [])
-    embedder = create_embedder(backend or "local", model=model, dim=dim, family=family, endpoint=endpoint, api_key=api_key, cache_path=cache_path(no_cache))
+    embedder = make_embedder(backend, model, dim, family, endpoint, api_key, no_cache)
     try:
         with progress_bar("embedding", unit="sentences") as progress:
             report = evaluate(embedder, sets, mode, tuple(method.split(",")), tuple(scoring.split(",")), Split(fit, score), progress)

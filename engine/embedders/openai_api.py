@@ -88,12 +88,8 @@ class OpenAIEmbedder(Embedder):
             served = [m.id for m in self._client.models.list().data]
         except self._openai.NotFoundError:
             served = []  # some servers have no /v1/models; the first embedding call will tell
-        except self._openai.APIConnectionError as exc:
-            raise BackendError(f"cannot reach embedding server {self.endpoint}: {exc}") from None
-        except self._openai.APIStatusError as exc:
-            raise BackendError(
-                f"embedding server {self.endpoint} answered {exc.status_code}: {server_message(exc.body)}"
-            ) from None
+        except self._openai.APIError as exc:
+            raise self._server_error(exc) from None
         if model is None:
             if not served:
                 raise InputError(f"--model is needed: {self.endpoint} does not list its models")
@@ -129,13 +125,16 @@ class OpenAIEmbedder(Embedder):
             # SGLang refuses `dimensions` unless launched with is_matryoshka: cut on the client instead.
             self._send_dimensions = False
             rows = self._post(texts, input_type)
-        except self._openai.APIConnectionError as exc:
-            raise BackendError(f"cannot reach embedding server {self.endpoint}: {exc}") from None
-        except self._openai.APIStatusError as exc:
-            raise BackendError(
-                f"embedding server {self.endpoint} answered {exc.status_code}: {server_message(exc.body)}"
-            ) from None
+        except self._openai.APIError as exc:
+            raise self._server_error(exc) from None
         return self._check_dim(np.vstack(rows))
+
+    def _server_error(self, exc: Exception) -> BackendError:
+        if isinstance(exc, self._openai.APIStatusError):
+            return BackendError(f"embedding server {self.endpoint} answered {exc.status_code}: {server_message(exc.body)}")
+        if isinstance(exc, self._openai.APIConnectionError):
+            return BackendError(f"cannot reach embedding server {self.endpoint}: {exc}")
+        return BackendError(f"embedding server {self.endpoint}: {exc}")
 
     def _check_dim(self, vectors: np.ndarray) -> np.ndarray:
         got = vectors.shape[1]
