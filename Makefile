@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Re-installs only when pyproject.toml changes, so a second `make index` installs nothing.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: index test bench clean
+.PHONY: index test clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,6 @@ index: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q
-
-bench: $(INSTALLED)
-	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf indexes .pytest_cache
