@@ -14,13 +14,6 @@ def neighbourhood(scores: np.ndarray, k: int = MARGIN_K) -> np.ndarray:
     return np.mean(-np.partition(-scores, k - 1, axis=1)[:, :k], axis=1)
 
 
-def ratio_margin(scores: np.ndarray, k: int = MARGIN_K, exclude_self: bool = False) -> np.ndarray:
-    """Margin scores for a query x candidate cosine matrix. With `exclude_self` (pooled: the queries are
-    also candidates, on the diagonal), a sentence is not its own neighbour."""
-    working = scores.copy()
-    if exclude_self:
-        np.fill_diagonal(working, -np.inf)
-    query_side = neighbourhood(working, k)
-    candidate_side = neighbourhood(working.T, k)
-    denominator = (query_side[:, None] + candidate_side[None, :]) / 2
-    return working / denominator
+def ratio_margin(scores: np.ndarray, query_side: np.ndarray, candidate_side: np.ndarray) -> np.ndarray:
+    """Margins of a query x candidate score block; `candidate_side` broadcasts against `scores`."""
+    return scores / ((query_side[:, None] + candidate_side) / 2)

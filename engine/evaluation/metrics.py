@@ -49,10 +49,3 @@ def direction_scores(ranks: np.ndarray, same_language: np.ndarray | None = None)
         same_language_top10=None if same_language is None else float(np.mean(same_language)),
     )
 
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column ids of the k best scores per row, best first."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)

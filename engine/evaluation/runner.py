@@ -12,7 +12,7 @@ import numpy as np
 from engine.embedders.base import Embedder
 from engine.errors import InputError
 from engine.evaluation.data import ParallelSet, Sentence
-from engine.evaluation.margin import MARGIN_K
+from engine.evaluation.margin import MARGIN_K, neighbourhood, ratio_margin
 from engine.evaluation.metrics import KS, DirectionScores, direction_scores, first_right_rank
 from engine.neutral import METHOD, LanguageStats
 from engine.profiles import PARALLEL_TASK
@@ -99,15 +99,14 @@ def _ranked(queries: np.ndarray, candidates: np.ndarray, margin: bool, same_pool
         scores = np.vstack([s[k][:depth] for s, k in zip(scores, keep)])
     if not margin:
         return rows
-    k = min(MARGIN_K, depth)
-    query_side = scores[:, :k].mean(axis=1)
+    query_side = neighbourhood(scores)
     if same_pool:
         candidate_side = query_side
     else:
         backward = faiss.IndexFlatIP(queries.shape[1])
         backward.add(queries)
-        candidate_side = backward.search(candidates, k)[0].mean(axis=1)
-    margins = scores / ((query_side[:, None] + candidate_side[rows]) / 2)
+        candidate_side = neighbourhood(backward.search(candidates, min(MARGIN_K, len(queries)))[0])
+    margins = ratio_margin(scores, query_side, candidate_side[rows])
     order = np.argsort(-margins, axis=1, kind="stable")
     return np.take_along_axis(rows, order, axis=1)
 
