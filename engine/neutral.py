@@ -43,10 +43,8 @@ class LanguageStats:
             own = np.asarray(vectors[langs == name], dtype=np.float64)
             means.append(own.mean(axis=0))
             counts.append(len(own))
-            if len(own) > REMOVED_DIRECTIONS:
-                directions.append(np.linalg.svd(own - means[-1], full_matrices=False)[2][:REMOVED_DIRECTIONS])
-        dim = vectors.shape[1]
-        basis = np.linalg.qr(np.vstack(directions).T)[0] if directions else np.zeros((dim, 0))
+            directions.append(np.linalg.svd(own - means[-1], full_matrices=False)[2][:REMOVED_DIRECTIONS])
+        basis = np.linalg.qr(np.vstack(directions).T)[0]
         return cls(names, np.vstack(means).astype(np.float32), np.array(counts), basis.astype(np.float32))
 
     @property

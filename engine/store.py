@@ -55,7 +55,8 @@ def write_index(
 ) -> dict:
     """Write a whole index version and return its manifest. `vectors` are the raw unit vectors, one per
     row of `meta` (which must have at least `doc_id`, `lang`, `text`, `source`). With `language_neutral`
-    and two or more languages, FAISS holds the language-neutral vectors; the raw ones are kept beside."""
+    and two or more languages with enough documents to fit (LanguageStats.fit), FAISS holds the
+    language-neutral vectors; the raw ones are kept beside."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)

@@ -88,8 +88,8 @@ class Report:
 def _ranked(queries: np.ndarray, candidates: np.ndarray, margin: bool, same_pool: bool) -> np.ndarray:
     """Candidate rows per query, best first, DEPTH deep; by cosine or by ratio margin (LASER's
     mine_bitexts: margin computed on the cosine top candidates)."""
-    depth = min(DEPTH, len(candidates) - (1 if same_pool else 0))
-    extra = 1 if same_pool else 0
+    extra = 1 if same_pool else 0  # the query itself comes back first and is dropped
+    depth = min(DEPTH, len(candidates) - extra)
     forward = faiss.IndexFlatIP(candidates.shape[1])
     forward.add(candidates)
     scores, rows = forward.search(queries, depth + extra)
@@ -117,24 +117,22 @@ def _score_block(
 ) -> None:
     """All directions whose queries are `queries` and whose answers are among `candidates`."""
     ranked = _ranked(q_vecs, c_vecs, margin, same_pool)
-    by_key_lang: dict[tuple[str, str], list[int]] = defaultdict(list)
+    by_key: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))  # key -> lang -> rows
     by_text_lang: dict[tuple[str, str], list[int]] = defaultdict(list)
     for j, c in enumerate(candidates):
-        by_key_lang[(c.key, c.lang)].append(j)
+        by_key[c.key][c.lang].append(j)
         by_text_lang[(c.text, c.lang)].append(j)
     c_langs = np.array([c.lang for c in candidates])
     ranks: dict[str, list[int]] = defaultdict(list)
     same_language: dict[str, list[float]] = defaultdict(list)
     for i, q in enumerate(queries):
-        for lang in sorted({c.lang for c in candidates} - {q.lang}):
-            targets = by_key_lang.get((q.key, lang))
-            if not targets:
-                continue
+        translations = by_key.get(q.key, {})
+        for lang in sorted(set(translations) - {q.lang}):
             # identical texts count as the same answer (LASER's text-level xsim)
-            right = {j for t in targets for j in by_text_lang[(candidates[t].text, lang)]} - {i if same_pool else -1}
+            right = {j for t in translations[lang] for j in by_text_lang[(candidates[t].text, lang)]} - {i if same_pool else -1}
             # in multi-way data the query's translations into third languages are right too, just not
             # for this direction: they are skipped, neither right nor wrong
-            others = {j for (key, other), rows in by_key_lang.items() if key == q.key and other not in (q.lang, lang) for j in rows}
+            others = {j for other, rows in translations.items() if other not in (q.lang, lang) for j in rows}
             row = [j for j in ranked[i] if j not in others]
             direction = f"{q.lang}->{lang}"
             ranks[direction].append(int(first_right_rank(np.array([row]), [np.array(sorted(right))])[0]))
