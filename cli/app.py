@@ -248,11 +248,12 @@ def similarity(
 def eval_command(
     source: Annotated[str, typer.Argument(help="Tatoeba directory (with --pairs), pair records (src/tgt), grouped documents, or hf:NAME:CONFIG.")],
     pairs: Annotated[Optional[str], typer.Option(help="Tatoeba pairs, e.g. cmn-eng,jpn-eng,kor-eng.")] = None,
-    mode: Annotated[str, typer.Option(help="pooled (one index of every language) or pairwise.")] = "pooled",
+    mode: Annotated[str, typer.Option(help="pooled (one index of every language), pairwise, or monolingual (same-language paraphrases in one pool).")] = "pooled",
     method: Annotated[str, typer.Option(help="plain, neutral or both (comma list).")] = "plain,neutral",
     scoring: Annotated[str, typer.Option(help="cosine, margin or both (comma list).")] = "cosine,margin",
     fit: Annotated[Optional[int], typer.Option(min=0, help="Items per set to fit on (its first ones); default half.")] = None,
     score: Annotated[Optional[int], typer.Option(min=1, help="Items per set to score (its last ones); default the rest.")] = None,
+    fit_from: Annotated[Optional[str], typer.Option(help="Fit language statistics on this other data instead; every item of SOURCE is then scored.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the full report as JSON.")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Draw the language x language recall@1 matrix (PNG).")] = None,
     backend: Backend = None,
@@ -273,7 +274,8 @@ def eval_command(
     embedder = make_embedder(backend, model, dim, family, endpoint, api_key, no_cache)
     try:
         with progress_bar("embedding", unit="sentences") as progress:
-            report = evaluate(embedder, sets, mode, tuple(method.split(",")), tuple(scoring.split(",")), Split(fit, score), progress)
+            report = evaluate(embedder, sets, mode, tuple(method.split(",")), tuple(scoring.split(",")), Split(fit, score), progress,
+                              fit_from=load_parallel(fit_from, []) if fit_from else None)
     finally:
         embedder.close()
     data = report.to_dict()

@@ -17,7 +17,8 @@ from engine.evaluation.metrics import KS, DirectionScores, direction_scores, fir
 from engine.neutral import METHOD, LanguageStats
 from engine.profiles import PARALLEL_TASK
 
-MODES = ("pairwise", "pooled")
+# monolingual: one pool of every language, but each query's answer is its paraphrase in its own language
+MODES = ("pairwise", "pooled", "monolingual")
 METHODS = ("plain", "neutral")
 SCORINGS = ("cosine", "margin")
 DEPTH = 32  # candidates ranked per query: recall@10 and MRR are computed within these
@@ -113,9 +114,10 @@ def _ranked(queries: np.ndarray, candidates: np.ndarray, margin: bool, same_pool
 
 def _score_block(
     queries: list[Sentence], candidates: list[Sentence], q_vecs: np.ndarray, c_vecs: np.ndarray,
-    margin: bool, same_pool: bool, into: dict[str, DirectionScores],
+    margin: bool, same_pool: bool, into: dict[str, DirectionScores], monolingual: bool = False,
 ) -> None:
-    """All directions whose queries are `queries` and whose answers are among `candidates`."""
+    """All directions whose queries are `queries` and whose answers are among `candidates`; with
+    `monolingual`, only the direction from each query's language to itself."""
     ranked = _ranked(q_vecs, c_vecs, margin, same_pool)
     by_key: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))  # key -> lang -> rows
     by_text_lang: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -127,9 +129,11 @@ def _score_block(
     same_language: dict[str, list[float]] = defaultdict(list)
     for i, q in enumerate(queries):
         translations = by_key.get(q.key, {})
-        for lang in sorted(set(translations) - {q.lang}):
+        for lang in [q.lang] if monolingual else sorted(set(translations) - {q.lang}):
             # identical texts count as the same answer (LASER's text-level xsim)
-            right = {j for t in translations[lang] for j in by_text_lang[(candidates[t].text, lang)]} - {i if same_pool else -1}
+            right = {j for t in translations.get(lang, []) for j in by_text_lang[(candidates[t].text, lang)]} - {i if same_pool else -1}
+            if not right:
+                continue
             # in multi-way data the query's translations into third languages are right too, just not
             # for this direction: they are skipped, neither right nor wrong
             others = {j for other, rows in translations.items() if other not in (q.lang, lang) for j in rows}
@@ -150,15 +154,26 @@ def evaluate(
     scorings: tuple[str, ...] = SCORINGS,
     split: Split = Split(),
     progress: Callable[[int, int], None] | None = None,
+    fit_from: list[ParallelSet] | None = None,
 ) -> Report:
+    """Scores `sets` under each method and scoring. Language statistics come from each set's first
+    `split.fit` items, or, with `fit_from`, from other data altogether (then every item is scored)."""
     if mode not in MODES:
         raise InputError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
     for value, allowed, flag in ((methods, METHODS, "--method"), (scorings, SCORINGS, "--scoring")):
         unknown = set(value) - set(allowed)
         if unknown or not value:
             raise InputError(f"{flag} {','.join(value)!r}: expected some of {', '.join(allowed)}")
+    if fit_from is not None:
+        if split.fit:
+            raise InputError("--fit and --fit-from exclude each other: statistics come from one or the other")
+        split = Split(fit=0, score=split.score)
     parts = [split.apply(s) for s in sets]
     fit_sentences = [s for fit, _, _ in parts for s in fit]
+    if fit_from is not None:
+        fit_sentences = [s for parallel in fit_from for s in parallel.sentences]
+        for _, _, info in parts:
+            info["fit"] = "from " + ", ".join(p.name for p in fit_from)
     score_sets = [score for _, score, _ in parts]
     texts = list(dict.fromkeys(s.text for s in fit_sentences + [s for score in score_sets for s in score]))
     vectors = {}
@@ -184,7 +199,8 @@ def evaluate(
                 if method == "neutral":
                     q_vecs = stats.neutralize(q_vecs, [s.lang for s in queries])
                     c_vecs = q_vecs if same_pool else stats.neutralize(c_vecs, [s.lang for s in candidates])
-                _score_block(queries, candidates, q_vecs, c_vecs, scoring == "margin", same_pool, config.directions)
+                _score_block(queries, candidates, q_vecs, c_vecs, scoring == "margin", same_pool, config.directions,
+                             monolingual=mode == "monolingual")
             configurations.append(config)
     scored = [s for score in score_sets for s in score]
     accuracy = None
@@ -196,7 +212,7 @@ def evaluate(
 
 def _blocks(score_sets: list[list[Sentence]], mode: str) -> list[tuple[list[Sentence], list[Sentence], bool]]:
     """(queries, candidates, same pool) blocks: one pool of everything, or each language pair of each set."""
-    if mode == "pooled":
+    if mode in ("pooled", "monolingual"):
         pool = [s for score in score_sets for s in score]
         return [(pool, pool, True)]
     blocks = []
