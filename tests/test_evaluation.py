@@ -12,7 +12,9 @@ from engine.evaluation.metrics import direction_scores, first_right_rank
 from engine.evaluation.runner import Split, _ranked
 from engine.neutral import MIN_SENTENCES, LanguageStats
 from engine.vectors import normalize_rows
-from tests.conftest import DEMO_CORPUS, assert_clean_failure, xlsearch
+from tests.conftest import DEMO_CORPUS, ROOT, assert_clean_failure, xlsearch
+
+PARAPHRASES = ROOT / "corpora" / "paraphrases"
 
 TATOEBA_POOL = ["cmn-eng", "jpn-eng", "kor-eng", "deu-eng", "ara-eng"]
 
@@ -137,3 +139,38 @@ def test_eval_bad_inputs(tatoeba, tmp_path):
     assert_clean_failure(xlsearch("eval", tatoeba, "--pairs", "xyz-eng"), "tatoeba.xyz-eng.xyz: no such file")
     assert_clean_failure(xlsearch("eval", DEMO_CORPUS, "--mode", "sideways"), "--mode 'sideways'")
     assert_clean_failure(xlsearch("eval", DEMO_CORPUS, "--fit", "30", "--score", "30"), "exceeds its 40 parallel items")
+
+
+def test_monolingual_paraphrase_retrieval_with_and_without_neutral_ranking():
+    """Same-language retrieval: each sentence must find its paraphrase among 300 sentences in five
+    languages; language statistics come from the demo corpus. Measured: plain 0.997, neutral 0.993."""
+    result = xlsearch("eval", PARAPHRASES, "--mode", "monolingual", "--fit-from", DEMO_CORPUS, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["split"][0]["fit"] == "from demo"
+    configs = {(c["method"], c["scoring"]): c for c in report["configurations"]}
+    assert set(configs[("plain", "cosine")]["directions"]) == {"en->en", "zh->zh", "ja->ja", "ko->ko", "de->de"}
+    assert configs[("plain", "cosine")]["directions"]["en->en"]["queries"] == 60
+    assert configs[("plain", "cosine")]["average"]["recall@1"] >= 0.98
+    assert configs[("neutral", "cosine")]["average"]["recall@1"] >= 0.98
+    assert_clean_failure(xlsearch("eval", PARAPHRASES, "--fit-from", DEMO_CORPUS, "--fit", "10"), "exclude each other")
+
+
+def test_same_language_search_cost_of_neutral_ranking(tmp_path):
+    """The product path: an index of the demo corpus plus the paraphrases; each paraphrase is queried and
+    its partner should come first (after the sentence itself). Measured here: plain 0.990, language-
+    neutral 0.963. Neutral ranking costs a little same-language precision for its cross-lingual gains."""
+    rows = [json.loads(line) for line in (PARAPHRASES / "paraphrases.jsonl").read_text(encoding="utf-8").splitlines()]
+    queries = tmp_path / "queries.txt"
+    queries.write_text("\n".join(r["text"] for r in rows) + "\n", encoding="utf-8")
+    recall = {}
+    for flag in ("--language-neutral", "--no-language-neutral"):
+        index_dir = tmp_path / flag
+        built = xlsearch("index", DEMO_CORPUS, PARAPHRASES, "--index", index_dir, flag)
+        assert built.returncode == 0, built.stderr
+        result = xlsearch("query", "--queries", queries, "--index", index_dir, "-k", "2")
+        answers = [json.loads(line) for line in result.stdout.splitlines()]
+        firsts = [next(h for h in a["hits"] if h["id"] != r["id"]) for a, r in zip(answers, rows)]
+        recall[flag] = sum(h.get("group") == r["group"] for h, r in zip(firsts, rows)) / len(rows)
+    assert recall["--no-language-neutral"] >= 0.98, recall
+    assert recall["--language-neutral"] >= 0.95, recall
