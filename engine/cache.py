@@ -80,7 +80,8 @@ class CachedEmbedder(Embedder):
         if missing:
             fresh = embed([texts[i] for i in missing.values()])
             new_items = list(zip(missing, fresh))
-            self.cache.put_many(new_items)
+            # a rejected input (NaN row) is asked again next time, not remembered
+            self.cache.put_many([(key, vec) for key, vec in new_items if np.isfinite(vec).all()])
             found.update(new_items)
         self.hits += len(texts) - len(missing)
         self.misses += len(missing)
@@ -97,6 +98,14 @@ class CachedEmbedder(Embedder):
 
     def describe(self, task: str | None = None) -> dict:
         return self.inner.describe(task)
+
+    @property
+    def rejected(self) -> dict[str, str]:
+        return self.inner.rejected
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return self.inner.stats
 
     def close(self) -> None:
         self.inner.close()

@@ -15,7 +15,7 @@ from engine.errors import IndexMismatchError
 from engine.languages import normalize_lang, parse_lang_list
 from engine.store import IndexReader
 
-HIT_COLUMNS = ["doc_id", "lang", "text", "source", "extra"]
+HIT_COLUMNS = ["doc_id", "lang", "text", "source", "chunk", "chunks", "start", "end", "extra"]
 
 
 @dataclass
@@ -27,9 +27,13 @@ class Hit:
     text: str
     source: str
     extra: dict = field(default_factory=dict)
+    chunk: int | None = None  # for a document split into chunks: the best chunk, shown as `text`
+    span: tuple[int, int] | None = None  # that chunk's characters in the document
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        if self.chunk is None:
+            del data["chunk"], data["span"]
         return {**{k: v for k, v in data.items() if k != "extra"}, **data["extra"]}
 
 
@@ -71,25 +75,44 @@ class Searcher:
         return stats.neutralize(raw, langs)
 
     def search_vectors(self, vectors: np.ndarray, k: int, langs: list[str]) -> list[list[Hit]]:
-        scores, rows = self.index.search(vectors, k, self.language_rows(langs))
-        return [self._hits(s, r) for s, r in zip(scores, rows)]
+        """k documents per query. Where documents were chunked, their best chunk stands for them: more
+        chunks are fetched until k distinct documents are found or none are left."""
+        row_filter = self.language_rows(langs)
+        available = len(self.index) if row_filter is None else len(row_filter)
+        chunked = self.index.manifest.get("documents", len(self.index)) < len(self.index)
+        fetch = k * 4 if chunked else k
+        while True:
+            scores, rows = self.index.search(vectors, fetch, row_filter)
+            results = [self._hits(s, r, k) for s, r in zip(scores, rows)]
+            if not chunked or fetch >= available or all(len(hits) >= k for hits in results):
+                return results
+            fetch *= 4
 
-    def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[Hit]:
+    def _hits(self, scores: np.ndarray, rows: np.ndarray, k: int) -> list[Hit]:
         found = rows >= 0
         scores, rows = scores[found], rows[found]
-        metas = self.index.rows(rows, HIT_COLUMNS)
-        return [
-            Hit(
-                rank=rank,
+        hits: list[Hit] = []
+        seen: set[str] = set()
+        for score, meta in zip(scores, self.index.rows(rows, HIT_COLUMNS)):
+            doc_id = str(meta["doc_id"])
+            if doc_id in seen:
+                continue
+            seen.add(doc_id)
+            chunked = int(meta["chunks"]) > 1
+            hits.append(Hit(
+                rank=len(hits) + 1,
                 score=float(score),
-                id=str(meta["doc_id"]),
+                id=doc_id,
                 lang=str(meta["lang"]),
                 text=str(meta["text"]),
                 source=str(meta["source"]),
                 extra=json.loads(meta["extra"]) if meta["extra"] else {},
-            )
-            for rank, (score, meta) in enumerate(zip(scores, metas), start=1)
-        ]
+                chunk=int(meta["chunk"]) if chunked else None,
+                span=(int(meta["start"]), int(meta["end"])) if chunked else None,
+            ))
+            if len(hits) == k:
+                break
+        return hits
 
 
 def open_searcher(
@@ -99,7 +122,7 @@ def open_searcher(
     model: str | None = None,
     dim: int | None = None,
     family: str | None = None,
-    endpoint: str | None = None,
+    endpoint: str | list[str] | None = None,  # several servers: a list or a comma-separated string
     api_key: str | None = None,
     cache_path: Path | None = None,
 ) -> Searcher:

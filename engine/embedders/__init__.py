@@ -17,13 +17,16 @@ def create_embedder(
     model: str | None = None,
     dim: int | None = None,
     family: str | None = None,
-    endpoint: str | None = None,
+    endpoint: str | list[str] | None = None,  # several servers: a list or a comma-separated string
     api_key: str | None = None,
     cache_path: Path | None = None,
+    server_options: dict | None = None,
 ) -> Embedder:
     """An embedder for a backend name, behind the embedding cache when `cache_path` is given;
-    imports only what that backend needs."""
-    embedder = _backend(backend, model=model, dim=dim, family=family, endpoint=endpoint, api_key=api_key)
+    imports only what that backend needs. `server_options` tune the openai backend (batch_size,
+    concurrency, max_retries, timeout, backoff_base)."""
+    embedder = _backend(backend, model=model, dim=dim, family=family, endpoint=endpoint, api_key=api_key,
+                        server_options=server_options or {})
     if cache_path is None:
         return embedder
     from engine.cache import CachedEmbedder, EmbeddingCache
@@ -31,7 +34,7 @@ def create_embedder(
     return CachedEmbedder(embedder, EmbeddingCache(cache_path))
 
 
-def _backend(backend: str, *, model, dim, family, endpoint, api_key) -> Embedder:
+def _backend(backend: str, *, model, dim, family, endpoint, api_key, server_options) -> Embedder:
     if backend == "local":
         from engine.embedders.local import LocalEmbedder
 
@@ -41,7 +44,7 @@ def _backend(backend: str, *, model, dim, family, endpoint, api_key) -> Embedder
             raise InputError("the openai backend needs --endpoint (or XLSEARCH_ENDPOINT), e.g. http://127.0.0.1:30000/v1")
         from engine.embedders.openai_api import OpenAIEmbedder
 
-        return OpenAIEmbedder(endpoint=endpoint, model=model, dim=dim, family=family, api_key=api_key)
+        return OpenAIEmbedder(endpoint=endpoint, model=model, dim=dim, family=family, api_key=api_key, **server_options)
     raise InputError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
 
 

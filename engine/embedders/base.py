@@ -19,6 +19,17 @@ class Embedder(ABC):
     requested_dim: int | None = None  # a Matryoshka cut asked for with --dim; None for the native size
 
     @property
+    def rejected(self) -> dict[str, str]:
+        """Texts the backend could not embed (their rows are NaN), with the reason. A backend that
+        never refuses an input keeps this empty."""
+        return self.__dict__.setdefault("_rejected_texts", {})
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Running counters for progress displays (requests, retries, rejects, tokens)."""
+        return {}
+
+    @property
     @abstractmethod
     def dim(self) -> int:
         """The dimension of the vectors returned."""

@@ -1,0 +1,65 @@
+"""What travels over the wire to and from OpenAI-compatible servers: URLs, error bodies, embeddings."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+
+from engine.errors import InputError
+
+
+def normalize_endpoint(url: str) -> str:
+    """`http://host:30000` and `http://host:30000/v1/` both become `http://host:30000/v1`."""
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise InputError(f"--endpoint {url!r}: expected an http:// or https:// URL")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+def server_message(body: object) -> str:
+    """The human part of an error body, whichever server wrote it: SGLang's flat
+    `{"object": "error", "message"}`, vLLM/OpenAI's nested `{"error": {"message"}}`, TEI's
+    `{"error": "...", "error_type"}` or `{"message", "code", "type"}`."""
+    if isinstance(body, (bytes, str)):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return str(body if isinstance(body, str) else body.decode("utf-8", "replace"))[:300]
+    if isinstance(body, dict):
+        inner = body.get("error")
+        if isinstance(inner, dict):
+            return str(inner.get("message") or inner)
+        if isinstance(inner, str):
+            return inner
+        if "message" in body:
+            return str(body["message"])
+        if "detail" in body:
+            return str(body["detail"])
+    return str(body)[:300]
+
+
+def decode_embedding(value: object) -> np.ndarray:
+    """A float list, or base64 of little-endian float32 (the OpenAI client's default encoding)."""
+    if isinstance(value, str):
+        return np.frombuffer(base64.b64decode(value), dtype="<f4")
+    return np.asarray(value, dtype=np.float32)
+
+
+class MalformedResponse(ValueError):
+    """A 200 answer that is not the embeddings it should be."""
+
+
+def parse_embeddings(content: bytes, expected: int) -> tuple[list[np.ndarray], int]:
+    """Rows in input order and the prompt tokens counted, from a `/v1/embeddings` answer body."""
+    try:
+        body = json.loads(content)
+        rows = sorted(body["data"], key=lambda d: d["index"])
+        vectors = [decode_embedding(r["embedding"]) for r in rows]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MalformedResponse(f"malformed answer ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if len(vectors) != expected:
+        raise MalformedResponse(f"{len(vectors)} embeddings for {expected} inputs")
+    usage = body.get("usage") or {}
+    return vectors, int(usage.get("prompt_tokens") or usage.get("total_tokens") or 0)
