@@ -231,7 +231,15 @@ class OpenAIEmbedder(Embedder):
                 return await self._embed_batch(batch, input_type)
 
         batches = [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
-        return np.vstack(await asyncio.gather(*(one(b) for b in batches)))
+        tasks = [asyncio.ensure_future(one(b)) for b in batches]
+        try:
+            return np.vstack(await asyncio.gather(*tasks))
+        except BaseException:
+            # one batch failed the job: stop the others before the error leaves this loop
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     def _embed(self, texts: Sequence[str], sent: list[str], input_type: str) -> np.ndarray:
         """Vectors of `texts`, sent to the server as `sent` (prompts added)."""

