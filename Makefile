@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Re-installs only when pyproject.toml changes, so a second `make index` installs nothing.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: index test clean
+.PHONY: index test bench clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ index: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q
+
+bench: $(INSTALLED)
+	$(BIN)/python -m bench.concurrency
 
 clean:
 	rm -rf indexes .pytest_cache
