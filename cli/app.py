@@ -210,8 +210,11 @@ def info(index_dir: IndexDir, fmt: Format = "table") -> None:
     if fmt == "json":
         render.print_json(manifest)
         return
+    chunking = manifest["chunking"]
     rows = [
-        ("documents", f"{manifest['count']:,}"),
+        ("documents", f"{manifest['documents']:,} ({manifest['count']:,} vectors)"),
+        ("chunks", f"up to {chunking['size']} characters, {chunking['overlap']} overlapping"),
+        ("rejected", str(manifest["rejected"])),
         ("languages", ", ".join(f"{k} {v}" for k, v in manifest["languages"].items())),
         ("backend", manifest["backend"] + (f" ({manifest['endpoint']})" if manifest.get("endpoint") else "")),
         ("model", f"{manifest['model']} ({manifest['family']})"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine.errors import IndexMismatchError, InputError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: chunk columns in meta.parquet, documents and chunking in the manifest
 MANIFEST_FILE = "manifest.json"
 
 
@@ -32,7 +32,9 @@ def read_manifest(directory: Path) -> dict:
         raise InputError(f"{path}: unreadable manifest: {exc}") from None
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if version != FORMAT_VERSION:
-        raise IndexMismatchError(f"{path}: index format version {version!r}; this xlsearch reads {FORMAT_VERSION}")
+        raise IndexMismatchError(
+            f"{path}: index format version {version!r}; this xlsearch reads {FORMAT_VERSION}: rebuild it with `xlsearch index`"
+        )
     return manifest
 
 
