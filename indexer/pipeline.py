@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from itertools import chain
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,14 +54,14 @@ def chunk_documents(documents: list[Document], policy: ChunkPolicy) -> list[Chun
     return chunks
 
 
-def load_documents(corpora: list[str], fields: FieldMap, report: MappingReport) -> list[Document]:
-    documents: list[Document] = []
-    for corpus in corpora:
-        documents.extend(map_records(read_records(corpus), fields, report))
-    if not documents:
-        skipped = sum(report.skipped.values())
-        raise InputError(f"{', '.join(corpora)}: no documents to index" + (f" ({skipped} empty or duplicate skipped)" if skipped else ""))
-    return documents
+def read_documents(corpora: list[str], fields: FieldMap, report: MappingReport) -> Iterator[Document]:
+    """Documents of every corpus in order, lazily; an id repeated across corpora keeps its first."""
+    return map_records(chain.from_iterable(read_records(corpus) for corpus in corpora), fields, report)
+
+
+def count_records(corpora: list[str]) -> int:
+    """A first, cheap pass (no embedding) so progress can show an ETA."""
+    return sum(1 for corpus in corpora for _ in read_records(corpus))
 
 
 def _meta_table(chunks: list[Chunk]) -> pa.Table:
@@ -78,18 +79,6 @@ def _meta_table(chunks: list[Chunk]) -> pa.Table:
             "extra": [json.dumps(c.doc.extra, ensure_ascii=False, default=str) if c.doc.extra else "" for c in chunks],
         }
     )
-
-
-def embed_documents(embedder: Embedder, texts: list[str], window: int, progress: Progress | None) -> np.ndarray:
-    """Vectors of all texts, asked for a window at a time so progress moves and memory stays bounded."""
-    parts = []
-    done = 0
-    for batch in batched(texts, window):
-        parts.append(embedder.embed_documents(batch))
-        done += len(batch)
-        if progress:
-            progress(done, len(texts))
-    return np.vstack(parts)
 
 
 def _rejects(embedder: Embedder, chunks: list[Chunk], vectors: np.ndarray, strict: bool) -> list[dict]:
@@ -118,10 +107,21 @@ def build_index(
     """Index `corpora` into `index_dir`. Documents over the model's input limit (or `chunking`) become
     several vectors. Inputs the server refuses are left out and reported, or stop the build (`strict`)."""
     report = MappingReport()
-    documents = load_documents(corpora, fields, report)
     policy = chunking or ChunkPolicy.for_max_tokens(embedder.profile.max_tokens)
-    chunks = chunk_documents(documents, policy)
-    vectors = embed_documents(embedder, [c.text for c in chunks], window, progress)
+    total = count_records(corpora) if progress else 0
+    chunks: list[Chunk] = []
+    parts: list[np.ndarray] = []
+    # a window of documents at a time: the reader never runs further ahead of the embedder than that
+    for documents in batched(read_documents(corpora, fields, report), window):
+        window_chunks = chunk_documents(documents, policy)
+        parts.append(embedder.embed_documents([c.text for c in window_chunks]))
+        chunks += window_chunks
+        if progress:
+            progress(report.indexed, max(total - sum(report.skipped.values()), report.indexed))
+    if not chunks:
+        skipped = sum(report.skipped.values())
+        raise InputError(f"{', '.join(corpora)}: no documents to index" + (f" ({skipped} empty or duplicate skipped)" if skipped else ""))
+    vectors = np.vstack(parts)
     rejects = _rejects(embedder, chunks, vectors, strict)
     if rejects:
         kept = np.isfinite(vectors).all(axis=1)
