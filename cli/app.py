@@ -99,6 +99,7 @@ def index(
     chunk_size: Annotated[Optional[int], typer.Option(min=16, help="Characters per chunk of a long document (default: the model's token limit).")] = None,
     chunk_overlap: Annotated[Optional[int], typer.Option(min=0, help="Characters shared by consecutive chunks (default: an eighth of a chunk).")] = None,
     language_neutral: Annotated[bool, typer.Option(help="Rank by meaning across languages (indexes of 2+ languages).")] = True,
+    append: Annotated[bool, typer.Option(help="Add to the index instead of replacing it; a document id seen again replaces its old version.")] = False,
     no_cache: NoCache = False,
     fmt: Format = "table",
 ) -> None:
@@ -122,7 +123,8 @@ def index(
     try:
         with progress_bar("embedding", stats=lambda: embedder.stats) as progress:
             result = build_index(corpus, index_dir, embedder, fields, window=max(64, 2 * batch_size * concurrency),
-                                 progress=progress, language_neutral=language_neutral, chunking=chunking, strict=strict)
+                                 progress=progress, language_neutral=language_neutral, chunking=chunking, strict=strict,
+                                 append=append)
     finally:
         embedder.close()
     manifest, report = result.manifest, result.report
@@ -131,6 +133,8 @@ def index(
         "indexed": manifest["documents"],
         "vectors": manifest["count"],
         "rejected": len(result.rejects),
+        "embedded": getattr(embedder, "misses", None),  # None without the cache: all were embedded
+        "from_cache": getattr(embedder, "hits", 0),
         "skipped": dict(report.skipped),
         "languages": manifest["languages"],
         "detected_languages": report.detected_languages,
@@ -228,6 +232,53 @@ def info(index_dir: IndexDir, fmt: Format = "table") -> None:
         ("format version", str(manifest["format_version"])),
     ]
     render.stdout.print(render.key_value_table(str(index_dir), rows))
+
+
+@app.command()
+@fails_cleanly
+def delete(
+    index_dir: IndexDir,
+    ids: Annotated[Optional[list[str]], typer.Option("--id", help="A document id to remove (repeat for more).")] = None,
+    ids_file: Annotated[Optional[Path], typer.Option(help="A file of document ids, one per line.")] = None,
+    fmt: Format = "table",
+) -> None:
+    """Remove documents (all their chunks) from an index, without re-embedding the rest."""
+    from engine.updates import delete_documents
+
+    check_format(fmt, ("table", "json"))
+    wanted = list(ids or [])
+    if ids_file is not None:
+        if not ids_file.is_file():
+            raise InputError(f"--ids-file {ids_file}: no such file")
+        wanted += [line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not wanted:
+        raise typer.BadParameter("give --id ID (repeatable) or --ids-file FILE", param_hint="--id")
+    manifest, removed, missing = delete_documents(index_dir, wanted)
+    summary = {"index": str(index_dir), "removed": removed, "not_found": missing, "documents": manifest["documents"]}
+    if fmt == "json":
+        render.print_json(summary)
+        return
+    render.stdout.print(f"Removed {len(removed)} documents from {index_dir}; {manifest['documents']} remain."
+                        + (f" Not in the index: {', '.join(missing)}." if missing else ""))
+
+
+@app.command()
+@fails_cleanly
+def verify(index_dir: IndexDir, fmt: Format = "table") -> None:
+    """Check an index completely: files, sizes, checksums, counts, dimension, languages."""
+    from engine.verify import verify_index
+
+    check_format(fmt, ("table", "json"))
+    problems = verify_index(index_dir)
+    if fmt == "json":
+        render.print_json({"index": str(index_dir), "ok": not problems, "problems": problems})
+    elif problems:
+        for problem in problems:
+            typer.echo(f"{index_dir}: {problem}", err=True)
+    else:
+        render.stdout.print(f"{index_dir}: OK (files, sizes, checksums, counts, dimension, languages)")
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -20,36 +19,13 @@ import pyarrow.parquet as pq
 from engine.errors import IndexMismatchError
 from engine.manifest import FORMAT_VERSION, file_sha256, read_manifest, write_manifest
 from engine.neutral import METHOD, STATS_FILE, LanguageStats
+from engine.publish import crash_point, new_staging, publish, published
 
 INDEX_FILE = "index.faiss"
 META_FILE = "meta.parquet"
 VECTORS_FILE = "vectors.npy"
 REJECTS_FILE = "rejects.jsonl"  # inputs the embedding server refused: source, id, chunk, reason
 DATA_FILES = (INDEX_FILE, META_FILE, VECTORS_FILE)  # plus STATS_FILE when ranking is language-neutral
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _publish(staging: Path, target: Path) -> None:
-    """Swap a complete staging directory in for `target`; the old version survives any crash before."""
-    for name in os.listdir(staging):
-        with open(staging / name, "rb") as handle:
-            os.fsync(handle.fileno())
-    _fsync_dir(staging)
-    retired = None
-    if target.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.rename(target, retired / target.name)
-    os.rename(staging, target)
-    _fsync_dir(target.parent)
-    if retired is not None:
-        shutil.rmtree(retired, ignore_errors=True)
 
 
 def write_index(
@@ -65,9 +41,8 @@ def write_index(
     and two or more languages with enough documents to fit (LanguageStats.fit), FAISS holds the
     language-neutral vectors; the raw ones are kept beside."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.new-", dir=directory.parent))
+    staging = new_staging(directory)
     try:
         langs = np.asarray(meta.column("lang").to_pylist())
         languages = Counter(langs.tolist())
@@ -81,8 +56,12 @@ def write_index(
         index = faiss.IndexFlatIP(vectors.shape[1])
         index.add(searchable)
         faiss.write_index(index, str(staging / INDEX_FILE))
+        crash_point("faiss")
+        if "row_id" in meta.column_names:
+            meta = meta.drop(["row_id"])
         meta = meta.add_column(0, "row_id", pa.array(np.arange(len(meta), dtype=np.int64)))
         pq.write_table(meta, staging / META_FILE)
+        crash_point("parquet")
         np.save(staging / VECTORS_FILE, vectors)
         if rejects:
             with open(staging / REJECTS_FILE, "w", encoding="utf-8") as handle:
@@ -98,9 +77,10 @@ def write_index(
             "language_neutral": neutral,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "checksums": {name: file_sha256(staging / name) for name in sorted(os.listdir(staging))},
+            "sizes": {name: (staging / name).stat().st_size for name in sorted(os.listdir(staging))},
         }
         write_manifest(staging, manifest)
-        _publish(staging, directory)
+        publish(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -111,11 +91,14 @@ class IndexReader:
     """A published index, opened for search. Metadata columns are read only when first asked for."""
 
     def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
+        self.directory = published(Path(directory))
         self.manifest = read_manifest(self.directory)
-        for name in self.manifest.get("checksums") or DATA_FILES:
-            if not (self.directory / name).is_file():
-                raise IndexMismatchError(f"--index {self.directory}: {name} is missing")
+        for name, size in self.manifest["sizes"].items():
+            path = self.directory / name
+            if not path.is_file():
+                raise IndexMismatchError(f"--index {directory}: {name} is missing")
+            if path.stat().st_size != size:
+                raise IndexMismatchError(f"--index {directory}: {name} has {path.stat().st_size} bytes, the manifest says {size}")
         self.index = faiss.read_index(str(self.directory / INDEX_FILE))
         self._meta = pq.ParquetFile(self.directory / META_FILE)
         self._columns: dict[str, np.ndarray] = {}
@@ -141,6 +124,10 @@ class IndexReader:
             self._columns[name] = self._meta.read(columns=[name]).column(name).to_numpy(zero_copy_only=False)
         return self._columns[name]
 
+    def table(self) -> pa.Table:
+        """All metadata, without the row ids (they are positions, renumbered on every write)."""
+        return self._meta.read().drop(["row_id"])
+
     def raw_vectors(self) -> np.ndarray:
         return np.load(self.directory / VECTORS_FILE, mmap_mode="r")
 
@@ -162,3 +149,24 @@ class IndexReader:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         scores, ids = self.index.search(queries, k, params=params)
         return scores, ids
+
+
+# Manifest entries that write_index derives from the data itself; the rest describe how it was made.
+DERIVED_FIELDS = {"format_version", "dim", "index_type", "metric", "count", "languages", "language_neutral",
+                  "created", "checksums", "sizes"}
+
+
+def rewrite_index(index: IndexReader, keep: np.ndarray, vectors: np.ndarray | None = None,
+                  meta: pa.Table | None = None, **manifest_updates) -> dict:
+    """A new version of an open index: its rows where `keep` is true, then `vectors`/`meta` appended.
+    Nothing is re-embedded: the raw vectors are kept, and language statistics are fitted again."""
+    old_vectors = np.asarray(index.raw_vectors())[keep]
+    old_meta = index.table().filter(pa.array(keep))
+    if vectors is not None:
+        old_vectors = np.vstack([old_vectors, vectors])
+        old_meta = pa.concat_tables([old_meta, meta.cast(old_meta.schema)])
+    fields = {k: v for k, v in index.manifest.items() if k not in DERIVED_FIELDS}
+    fields["documents"] = len(set(old_meta.column("doc_id").to_pylist()))
+    fields.update(manifest_updates)
+    return write_index(index.directory, old_vectors, old_meta, fields,
+                       language_neutral=index.manifest["language_neutral"] is not None)

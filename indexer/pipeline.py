@@ -13,7 +13,9 @@ import pyarrow as pa
 
 from engine.embedders.base import Embedder
 from engine.errors import BackendError, InputError
-from engine.store import write_index
+from engine.publish import crash_point, published, writer_lock
+from engine.search import check_compatible
+from engine.store import IndexReader, rewrite_index, write_index
 from indexer.batches import batched
 from indexer.chunking import ChunkPolicy, chunk_spans
 from indexer.documents import Document
@@ -103,9 +105,21 @@ def build_index(
     language_neutral: bool = True,
     chunking: ChunkPolicy | None = None,
     strict: bool = False,
+    append: bool = False,
 ) -> BuildResult:
-    """Index `corpora` into `index_dir`. Documents over the model's input limit (or `chunking`) become
-    several vectors. Inputs the server refuses are left out and reported, or stop the build (`strict`)."""
+    """Index `corpora` into `index_dir`, or with `append` add them to the index there (a document id seen
+    again replaces its old version). Documents over the model's input limit (or `chunking`) become
+    several vectors. Inputs the server refuses are left out and reported, or stop the build (`strict`).
+    One writer at a time; the published index changes only when the whole new version is written."""
+    with writer_lock(Path(index_dir)):
+        existing = IndexReader(index_dir) if append and published(Path(index_dir)).exists() else None
+        if existing is not None:
+            check_compatible(existing, embedder)
+        return _build(corpora, Path(index_dir), embedder, fields, window, progress, language_neutral,
+                      chunking, strict, existing)
+
+
+def _build(corpora, index_dir, embedder, fields, window, progress, language_neutral, chunking, strict, existing) -> BuildResult:
     report = MappingReport()
     policy = chunking or ChunkPolicy.for_max_tokens(embedder.profile.max_tokens)
     total = count_records(corpora) if progress else 0
@@ -116,6 +130,7 @@ def build_index(
         window_chunks = chunk_documents(documents, policy)
         parts.append(embedder.embed_documents([c.text for c in window_chunks]))
         chunks += window_chunks
+        crash_point("embedding")
         if progress:
             progress(report.indexed, max(total - sum(report.skipped.values()), report.indexed))
     if not chunks:
@@ -128,6 +143,15 @@ def build_index(
         vectors, chunks = vectors[kept], [c for c, keep in zip(chunks, kept) if keep]
         if not chunks:
             raise BackendError(f"the embedding server refused every document; first: {rejects[0]['reason']}")
+    if existing is not None:
+        replaced = np.isin(existing.column("doc_id"), [c.doc.id for c in chunks])
+        manifest = existing.manifest
+        manifest = rewrite_index(
+            existing, ~replaced, vectors, _meta_table(chunks),
+            corpora=list(dict.fromkeys(manifest["corpora"] + corpora)),
+            rejected=manifest["rejected"] + len(rejects),
+        )
+        return BuildResult(manifest=manifest, report=report, rejects=rejects)
     manifest = write_index(
         index_dir,
         vectors,

@@ -1,0 +1,110 @@
+"""How an index directory changes: only by a complete new version swapped in whole, by one writer at a
+time. A version is built in a staging directory beside the index, fsynced, then renamed into place."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from engine.errors import XLSearchError
+
+# Fault injection for the crash tests: `XLSEARCH_CRASH_AT=<point>` kills the process there with SIGKILL,
+# as a power cut or the OOM killer would. Points: embedding, faiss, parquet, publish.
+CRASH_ENV = "XLSEARCH_CRASH_AT"
+
+
+class IndexBusyError(XLSearchError):
+    """Another process is writing this index."""
+
+
+def crash_point(name: str) -> None:
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _retired(target: Path) -> list[Path]:
+    """Earlier versions moved aside by a publish that may not have finished."""
+    return sorted(target.parent.glob(f".{target.name}.old-*/{target.name}"))
+
+
+def published(target: Path) -> Path:
+    """Where the current version of `target` is: itself, or, if a publish died between its two renames,
+    the version it had moved aside (still complete and valid)."""
+    if not target.exists():
+        survivors = _retired(target)
+        if survivors:
+            return survivors[-1]
+    return target
+
+
+def _recover(target: Path) -> None:
+    """Under the writer lock: put back a version a dead publish left aside; drop dead staging dirs."""
+    if not target.exists() and _retired(target):
+        os.rename(_retired(target)[-1], target)
+    for stale in target.parent.glob(f".{target.name}.new-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in target.parent.glob(f".{target.name}.old-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextmanager
+def writer_lock(target: Path) -> Iterator[None]:
+    """Hold the index's writer lock (`.<name>.lock` beside it), or fail at once naming the holder."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = target.parent / f".{target.name}.lock"
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise IndexBusyError(f"--index {target} is being written by another process ({holder})") from None
+        handle.seek(0)
+        handle.truncate()
+        started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": started}))
+        handle.flush()
+        try:
+            _recover(target)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def new_staging(target: Path) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
+
+
+def publish(staging: Path, target: Path) -> None:
+    """Swap a complete staging directory in for `target`. A crash before the first rename leaves the old
+    version in place; between the renames, `published` still finds it; after, the new one is there."""
+    for name in os.listdir(staging):
+        with open(staging / name, "rb") as handle:
+            os.fsync(handle.fileno())
+    _fsync_dir(staging)
+    retired = None
+    if target.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.rename(target, retired / target.name)
+    crash_point("publish")
+    os.rename(staging, target)
+    _fsync_dir(target.parent)
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)
