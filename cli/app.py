@@ -138,6 +138,7 @@ def index(
         "skipped": dict(report.skipped),
         "languages": manifest["languages"],
         "detected_languages": report.detected_languages,
+        "invalid_utf8_replaced": report.invalid_utf8,
         "model": manifest["model"],
         "dim": manifest["dim"],
         "seconds": round(time.perf_counter() - started, 2),
@@ -146,6 +147,8 @@ def index(
         render.print_json(summary)
         return
     skipped = ", ".join(f"{n} {why}" for why, n in report.skipped.items()) or "none"
+    if report.invalid_utf8:
+        skipped += f"; {report.invalid_utf8} with invalid UTF-8 replaced"
     langs = ", ".join(f"{k} {v}" for k, v in manifest["languages"].items())
     chunks = f" as {manifest['count']} chunks" if manifest["count"] != manifest["documents"] else ""
     rejected = f" Rejected by the server: {len(result.rejects)} (see {index_dir / 'rejects.jsonl'})." if result.rejects else ""

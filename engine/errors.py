@@ -17,5 +17,10 @@ class IndexMismatchError(InputError):
     """The index on disk does not fit what was asked of it (model, dimension, format)."""
 
 
+class StorageError(XLSearchError):
+    """The index could not be written (disk full, permission denied, file too large); the previous
+    version is untouched."""
+
+
 class BackendError(XLSearchError):
     """The embedding service failed or answered something we cannot use."""

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine.errors import XLSearchError
+from engine.errors import StorageError, XLSearchError
 
 # Fault injection for the crash tests: `XLSEARCH_CRASH_AT=<point>` kills the process there with SIGKILL,
 # as a power cut or the OOM killer would. Points: embedding, faiss, parquet, publish.
@@ -67,9 +67,13 @@ def _recover(target: Path) -> None:
 @contextmanager
 def writer_lock(target: Path) -> Iterator[None]:
     """Hold the index's writer lock (`.<name>.lock` beside it), or fail at once naming the holder."""
-    target.parent.mkdir(parents=True, exist_ok=True)
     path = target.parent / f".{target.name}.lock"
-    with open(path, "a+", encoding="utf-8") as handle:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+", encoding="utf-8")
+    except OSError as exc:
+        raise StorageError(f"cannot write index {target}: {exc.strerror} ({exc.filename})") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

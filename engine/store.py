@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.errors import IndexMismatchError
+from engine.errors import IndexMismatchError, StorageError
 from engine.manifest import FORMAT_VERSION, file_sha256, read_manifest, write_manifest
 from engine.neutral import METHOD, STATS_FILE, LanguageStats
 from engine.publish import crash_point, new_staging, publish, published
@@ -42,7 +42,10 @@ def write_index(
     language-neutral vectors; the raw ones are kept beside."""
     directory = Path(directory)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    staging = new_staging(directory)
+    try:
+        staging = new_staging(directory)
+    except OSError as exc:
+        raise StorageError(f"cannot write index {directory}: {exc.strerror} ({exc.filename})") from None
     try:
         langs = np.asarray(meta.column("lang").to_pylist())
         languages = Counter(langs.tolist())
@@ -55,7 +58,10 @@ def write_index(
             neutral = {"method": METHOD, "languages": stats.languages}
         index = faiss.IndexFlatIP(vectors.shape[1])
         index.add(searchable)
-        faiss.write_index(index, str(staging / INDEX_FILE))
+        try:
+            faiss.write_index(index, str(staging / INDEX_FILE))
+        except RuntimeError as exc:  # faiss reports a failed write (disk full, too large) this way
+            raise OSError(str(exc).strip().splitlines()[-1]) from None
         crash_point("faiss")
         if "row_id" in meta.column_names:
             meta = meta.drop(["row_id"])
@@ -81,6 +87,10 @@ def write_index(
         }
         write_manifest(staging, manifest)
         publish(staging, directory)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StorageError(f"cannot write index {directory}: {exc.strerror or exc} ({exc.filename or staging}); "
+                           "the previous version is unchanged") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

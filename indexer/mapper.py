@@ -26,6 +26,7 @@ class MappingReport:
     indexed: int = 0
     skipped: Counter = field(default_factory=Counter)
     detected_languages: int = 0
+    invalid_utf8: int = 0  # documents indexed with undecodable bytes replaced by U+FFFD
 
 
 def _lang_of(record: Record, fields: FieldMap, text: str, report: MappingReport) -> str:
@@ -62,6 +63,8 @@ def map_records(records: Iterable[Record], fields: FieldMap, report: MappingRepo
             report.skipped["duplicate id"] += 1
             continue
         seen.add(doc_id)
+        if "\ufffd" in text:
+            report.invalid_utf8 += 1
         lang = _lang_of(record, fields, text, report)
         taken = {fields.text_field, fields.id_field, fields.lang_field}
         extra = {k: v for k, v in record.fields.items() if k not in taken}

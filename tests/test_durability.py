@@ -174,3 +174,28 @@ def test_fuzzed_corpora_exit_0_or_2_without_traceback_or_partial_index(tmp_path)
             assert xlsearch_json("verify", "--index", out)["ok"] if n % 40 == 0 else (out / "manifest.json").is_file()
     assert outcomes[0] > 20 and outcomes[2] > 50, outcomes
     print("fuzz outcomes", outcomes)
+
+
+def test_a_full_disk_fails_clearly_and_keeps_the_previous_version(corpora, tmp_path):
+    """A real write failure: the file-size limit (RLIMIT_FSIZE) makes writing index files fail with EFBIG,
+    as a full disk fails them with ENOSPC."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    old, new = corpora
+    index_dir = tmp_path / "index"
+    assert xlsearch("index", old, "--index", index_dir).returncode == 0
+    before = (index_dir / "manifest.json").read_text()
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write() instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    result = subprocess.run([sys.executable, "-m", "cli.app", "index", str(new), "--index", str(index_dir), "--no-cache"],
+                            capture_output=True, text=True, preexec_fn=small_files, cwd=os.getcwd())
+    assert_clean_failure(result, f"cannot write index {index_dir}:", "File too large", "previous version is unchanged", code=1)
+    assert (index_dir / "manifest.json").read_text() == before
+    assert xlsearch("verify", "--index", index_dir).returncode == 0
+    assert not [p for p in tmp_path.iterdir() if ".new-" in p.name]

@@ -91,6 +91,14 @@ def test_hugging_face_datasets_through_datasets_load_dataset(tmp_path):
     assert docs[0].source.startswith("hf:")
 
 
+def test_invalid_utf8_is_replaced_and_counted(tmp_path):
+    corpus = tmp_path / "broken.txt"
+    corpus.write_bytes("ein gültiger Satz\n".encode() + b"caf\xe9 au lait\n")
+    docs, report = documents(corpus)
+    assert [d.text for d in docs] == ["ein gültiger Satz", "caf\ufffd au lait"]
+    assert report.invalid_utf8 == 1
+
+
 def test_duplicate_ids_keep_the_first_document(tmp_path):
     rows = [{"id": "x", "text": "first", "lang": "en"}, {"id": "x", "text": "second", "lang": "en"}]
     docs, report = documents(write(tmp_path / "d.jsonl", rows, "jsonl"))
