@@ -199,3 +199,19 @@ def test_a_full_disk_fails_clearly_and_keeps_the_previous_version(corpora, tmp_p
     assert (index_dir / "manifest.json").read_text() == before
     assert xlsearch("verify", "--index", index_dir).returncode == 0
     assert not [p for p in tmp_path.iterdir() if ".new-" in p.name]
+
+
+def test_a_searcher_opened_before_a_rebuild_keeps_answering_from_the_old_version(corpora, tmp_path, local_embedder):
+    from engine.search import Searcher
+    from engine.store import IndexReader
+
+    old, new = corpora
+    index_dir = tmp_path / "index"
+    assert xlsearch("index", old, "--index", index_dir).returncode == 0
+    searcher = Searcher(IndexReader(index_dir), local_embedder)
+    before = [h.id for h in searcher.search(["weather"], k=5)[0]]
+    assert xlsearch("index", new, "--index", index_dir).returncode == 0  # replaces the directory
+    assert [h.id for h in searcher.search(["weather"], k=5)[0]] == before
+    assert set(before) <= {r["id"] for r in DEMO_ROWS[:40]}
+    fresh = Searcher(IndexReader(index_dir), local_embedder)
+    assert {h.id for h in fresh.search(["weather"], k=5)[0]} <= {r["id"] for r in DEMO_ROWS[100:220]}
