@@ -138,6 +138,13 @@ class IndexReader:
         """All metadata, without the row ids (they are positions, renumbered on every write)."""
         return self._meta.read().drop(["row_id"])
 
+    def rejects(self) -> list[dict]:
+        """Inputs the embedding server refused when this index was built (rejects.jsonl)."""
+        path = self.directory / REJECTS_FILE
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
     def raw_vectors(self) -> np.ndarray:
         return np.load(self.directory / VECTORS_FILE, mmap_mode="r")
 
@@ -167,9 +174,11 @@ DERIVED_FIELDS = {"format_version", "dim", "index_type", "metric", "count", "lan
 
 
 def rewrite_index(index: IndexReader, keep: np.ndarray, vectors: np.ndarray | None = None,
-                  meta: pa.Table | None = None, **manifest_updates) -> dict:
-    """A new version of an open index: its rows where `keep` is true, then `vectors`/`meta` appended.
-    Nothing is re-embedded: the raw vectors are kept, and language statistics are fitted again."""
+                  meta: pa.Table | None = None, rejects: list[dict] | None = None, **manifest_updates) -> dict:
+    """A new version of an open index: its rows where `keep` is true, then `vectors`/`meta` appended,
+    and `rejects` added to its list. Nothing is re-embedded: the raw vectors are kept, and language
+    statistics are fitted again."""
+    all_rejects = index.rejects() + (rejects or [])
     old_vectors = np.asarray(index.raw_vectors())[keep]
     old_meta = index.table().filter(pa.array(keep))
     if vectors is not None:
@@ -177,6 +186,7 @@ def rewrite_index(index: IndexReader, keep: np.ndarray, vectors: np.ndarray | No
         old_meta = pa.concat_tables([old_meta, meta.cast(old_meta.schema)])
     fields = {k: v for k, v in index.manifest.items() if k not in DERIVED_FIELDS}
     fields["documents"] = len(set(old_meta.column("doc_id").to_pylist()))
+    fields["rejected"] = len(all_rejects)
     fields.update(manifest_updates)
     return write_index(index.directory, old_vectors, old_meta, fields,
-                       language_neutral=index.manifest["language_neutral"] is not None)
+                       language_neutral=index.manifest["language_neutral"] is not None, rejects=all_rejects)

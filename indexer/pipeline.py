@@ -111,55 +111,50 @@ def build_index(
     again replaces its old version). Documents over the model's input limit (or `chunking`) become
     several vectors. Inputs the server refuses are left out and reported, or stop the build (`strict`).
     One writer at a time; the published index changes only when the whole new version is written."""
-    with writer_lock(Path(index_dir)):
-        existing = IndexReader(index_dir) if append and published(Path(index_dir)).exists() else None
+    index_dir = Path(index_dir)
+    with writer_lock(index_dir):
+        existing = IndexReader(index_dir) if append and published(index_dir).exists() else None
         if existing is not None:
             check_compatible(existing, embedder)
-        return _build(corpora, Path(index_dir), embedder, fields, window, progress, language_neutral,
-                      chunking, strict, existing)
-
-
-def _build(corpora, index_dir, embedder, fields, window, progress, language_neutral, chunking, strict, existing) -> BuildResult:
-    report = MappingReport()
-    policy = chunking or ChunkPolicy.for_max_tokens(embedder.profile.max_tokens)
-    total = count_records(corpora) if progress else 0
-    chunks: list[Chunk] = []
-    parts: list[np.ndarray] = []
-    # a window of documents at a time: the reader never runs further ahead of the embedder than that
-    for documents in batched(read_documents(corpora, fields, report), window):
-        window_chunks = chunk_documents(documents, policy)
-        parts.append(embedder.embed_documents([c.text for c in window_chunks]))
-        chunks += window_chunks
-        crash_point("embedding")
-        if progress:
-            progress(report.indexed, max(total - sum(report.skipped.values()), report.indexed))
-    if not chunks:
-        skipped = sum(report.skipped.values())
-        raise InputError(f"{', '.join(corpora)}: no documents to index" + (f" ({skipped} empty or duplicate skipped)" if skipped else ""))
-    vectors = np.vstack(parts)
-    rejects = _rejects(embedder, chunks, vectors, strict)
-    if rejects:
-        kept = np.isfinite(vectors).all(axis=1)
-        vectors, chunks = vectors[kept], [c for c, keep in zip(chunks, kept) if keep]
+            chunking = chunking or ChunkPolicy(existing.manifest["chunking"]["size"], existing.manifest["chunking"]["overlap"])
+        report = MappingReport()
+        policy = chunking or ChunkPolicy.for_max_tokens(embedder.profile.max_tokens)
+        total = count_records(corpora) if progress else 0
+        chunks: list[Chunk] = []
+        parts: list[np.ndarray] = []
+        # a window of documents at a time: the reader never runs further ahead of the embedder than that
+        for documents in batched(read_documents(corpora, fields, report), window):
+            window_chunks = chunk_documents(documents, policy)
+            parts.append(embedder.embed_documents([c.text for c in window_chunks]))
+            chunks += window_chunks
+            crash_point("embedding")
+            if progress:
+                progress(report.indexed, max(total - sum(report.skipped.values()), report.indexed))
         if not chunks:
-            raise BackendError(f"the embedding server refused every document; first: {rejects[0]['reason']}")
-    if existing is not None:
-        replaced = np.isin(existing.column("doc_id"), [c.doc.id for c in chunks])
-        manifest = existing.manifest
-        manifest = rewrite_index(
-            existing, ~replaced, vectors, _meta_table(chunks),
-            corpora=list(dict.fromkeys(manifest["corpora"] + corpora)),
-            rejected=manifest["rejected"] + len(rejects),
-        )
-        return BuildResult(manifest=manifest, report=report, rejects=rejects)
-    manifest = write_index(
-        index_dir,
-        vectors,
-        _meta_table(chunks),
-        {**embedder.describe(), "corpora": corpora, "skipped": dict(report.skipped),
-         "chunking": {"size": policy.size, "overlap": policy.overlap, "unit": "characters"},
-         "documents": len({c.doc.id for c in chunks}), "rejected": len(rejects)},
-        language_neutral=language_neutral,
-        rejects=rejects,
-    )
+            skipped = sum(report.skipped.values())
+            raise InputError(f"{', '.join(corpora)}: no documents to index" + (f" ({skipped} empty or duplicate skipped)" if skipped else ""))
+        vectors = np.vstack(parts)
+        rejects = _rejects(embedder, chunks, vectors, strict)
+        if rejects:
+            kept = np.isfinite(vectors).all(axis=1)
+            vectors, chunks = vectors[kept], [c for c, keep in zip(chunks, kept) if keep]
+            if not chunks:
+                raise BackendError(f"the embedding server refused every document; first: {rejects[0]['reason']}")
+        if existing is not None:
+            replaced = np.isin(existing.column("doc_id"), [c.doc.id for c in chunks])
+            manifest = rewrite_index(
+                existing, ~replaced, vectors, _meta_table(chunks), rejects=rejects,
+                corpora=list(dict.fromkeys(existing.manifest["corpora"] + corpora)),
+            )
+        else:
+            manifest = write_index(
+                index_dir,
+                vectors,
+                _meta_table(chunks),
+                {**embedder.describe(), "corpora": corpora, "skipped": dict(report.skipped),
+                 "chunking": {"size": policy.size, "overlap": policy.overlap, "unit": "characters"},
+                 "documents": len({c.doc.id for c in chunks}), "rejected": len(rejects)},
+                language_neutral=language_neutral,
+                rejects=rejects,
+            )
     return BuildResult(manifest=manifest, report=report, rejects=rejects)

