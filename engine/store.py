@@ -148,6 +148,14 @@ class IndexReader:
     def raw_vectors(self) -> np.ndarray:
         return np.load(self.directory / VECTORS_FILE, mmap_mode="r")
 
+    def vectors(self) -> np.ndarray:
+        """Every row's vector in the form searches compare (language-neutral where the index is), as
+        float32 in memory; computed from the raw vectors, so it works whatever the FAISS index type."""
+        raw = np.asarray(self.raw_vectors(), dtype=np.float32)
+        if self.language_stats is None:
+            return raw
+        return self.language_stats.neutralize(raw, self.column("lang"))
+
     def rows(self, row_ids: np.ndarray, columns: list[str]) -> list[dict]:
         """Metadata of the given rows, in the given order."""
         picked = {name: self.column(name)[row_ids] for name in columns}
