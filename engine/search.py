@@ -13,6 +13,7 @@ from engine.embedders import create_embedder
 from engine.embedders.base import Embedder
 from engine.errors import IndexMismatchError
 from engine.languages import normalize_lang, parse_lang_list
+from engine.ranking import RERANK_DEPTH, margin_scores
 from engine.store import IndexReader
 
 HIT_COLUMNS = ["doc_id", "lang", "text", "source", "chunk", "chunks", "start", "end", "extra"]
@@ -21,7 +22,7 @@ HIT_COLUMNS = ["doc_id", "lang", "text", "source", "chunk", "chunks", "start", "
 @dataclass
 class Hit:
     rank: int
-    score: float
+    score: float  # what the ranking sorts by: the ratio margin, or the cosine on an index ranked by cosine
     id: str
     lang: str
     text: str
@@ -29,11 +30,14 @@ class Hit:
     extra: dict = field(default_factory=dict)
     chunk: int | None = None  # for a document split into chunks: the best chunk, shown as `text`
     span: tuple[int, int] | None = None  # that chunk's characters in the document
+    cosine: float | None = None  # the cosine behind a margin score
 
     def to_dict(self) -> dict:
         data = asdict(self)
         if self.chunk is None:
             del data["chunk"], data["span"]
+        if self.cosine is None:
+            del data["cosine"]
         return {**{k: v for k, v in data.items() if k != "extra"}, **data["extra"]}
 
 
@@ -75,25 +79,34 @@ class Searcher:
         return stats.neutralize(raw, langs)
 
     def search_vectors(self, vectors: np.ndarray, k: int, langs: list[str]) -> list[list[Hit]]:
-        """k documents per query. Where documents were chunked, their best chunk stands for them: more
+        """k documents per query. On a margin-ranked index the best RERANK_DEPTH (at least k) by cosine
+        are re-ranked by margin. Where documents were chunked, their best chunk stands for them: more
         chunks are fetched until k distinct documents are found or none are left."""
         row_filter = self.language_rows(langs)
         available = len(self.index) if row_filter is None else len(row_filter)
         chunked = self.index.manifest.get("documents", len(self.index)) < len(self.index)
-        fetch = k * 4 if chunked else k
+        margin = self.index.neighbourhoods is not None
+        fetch = max(k, RERANK_DEPTH) if margin else k
+        fetch = fetch * 4 if chunked else fetch
         while True:
-            scores, rows = self.index.search(vectors, fetch, row_filter)
-            results = [self._hits(s, r, k) for s, r in zip(scores, rows)]
+            cosines, rows = self.index.search(vectors, fetch, row_filter)
+            scores = cosines
+            if margin:
+                scores = margin_scores(cosines, rows, self.index.neighbourhoods)
+                order = np.argsort(-scores, axis=1, kind="stable")
+                scores, cosines, rows = (np.take_along_axis(a, order, axis=1) for a in (scores, cosines, rows))
+            results = [self._hits(s, c if margin else None, r, k) for s, c, r in zip(scores, cosines, rows)]
             if not chunked or fetch >= available or all(len(hits) >= k for hits in results):
                 return results
             fetch *= 4
 
-    def _hits(self, scores: np.ndarray, rows: np.ndarray, k: int) -> list[Hit]:
+    def _hits(self, scores: np.ndarray, cosines: np.ndarray | None, rows: np.ndarray, k: int) -> list[Hit]:
         found = rows >= 0
         scores, rows = scores[found], rows[found]
+        cosines = cosines[found] if cosines is not None else [None] * len(rows)
         hits: list[Hit] = []
         seen: set[str] = set()
-        for score, meta in zip(scores, self.index.rows(rows, HIT_COLUMNS)):
+        for score, cosine, meta in zip(scores, cosines, self.index.rows(rows, HIT_COLUMNS)):
             doc_id = str(meta["doc_id"])
             if doc_id in seen:
                 continue
@@ -109,6 +122,7 @@ class Searcher:
                 extra=json.loads(meta["extra"]) if meta["extra"] else {},
                 chunk=int(meta["chunk"]) if chunked else None,
                 span=(int(meta["start"]), int(meta["end"])) if chunked else None,
+                cosine=None if cosine is None else float(cosine),
             ))
             if len(hits) == k:
                 break

@@ -17,9 +17,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.errors import IndexMismatchError, StorageError
+from engine.index_settings import IndexSettings
 from engine.manifest import FORMAT_VERSION, file_sha256, read_manifest, write_manifest
 from engine.neutral import METHOD, STATS_FILE, LanguageStats
 from engine.publish import crash_point, new_staging, publish, published
+from engine.ranking import NEIGHBOURHOOD_FILE, document_neighbourhoods
 
 INDEX_FILE = "index.faiss"
 META_FILE = "meta.parquet"
@@ -33,13 +35,14 @@ def write_index(
     vectors: np.ndarray,
     meta: pa.Table,
     manifest_fields: dict,
-    language_neutral: bool = True,
+    settings: IndexSettings = IndexSettings(),
     rejects: list[dict] | None = None,
 ) -> dict:
     """Write a whole index version and return its manifest. `vectors` are the raw unit vectors, one per
-    row of `meta` (which must have at least `doc_id`, `lang`, `text`, `source`). With `language_neutral`
-    and two or more languages with enough documents to fit (LanguageStats.fit), FAISS holds the
-    language-neutral vectors; the raw ones are kept beside."""
+    row of `meta` (which must have at least `doc_id`, `lang`, `text`, `source`). With
+    `settings.language_neutral` and two or more languages with enough documents to fit
+    (LanguageStats.fit), FAISS holds the language-neutral vectors; the raw ones are kept beside. With
+    margin scoring, each row's neighbourhood is computed here, once."""
     directory = Path(directory)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     try:
@@ -51,7 +54,7 @@ def write_index(
         languages = Counter(langs.tolist())
         searchable = vectors
         neutral = None
-        stats = LanguageStats.fit(vectors, langs) if language_neutral else None
+        stats = LanguageStats.fit(vectors, langs) if settings.language_neutral else None
         if stats is not None:
             stats.save(staging)
             searchable = stats.neutralize(vectors, langs)
@@ -63,6 +66,9 @@ def write_index(
         except RuntimeError as exc:  # faiss reports a failed write (disk full, too large) this way
             raise OSError(str(exc).strip().splitlines()[-1]) from None
         crash_point("faiss")
+        if settings.scoring == "margin":
+            doc_ids = np.asarray(meta.column("doc_id").to_pylist(), dtype=object)
+            np.save(staging / NEIGHBOURHOOD_FILE, document_neighbourhoods(index.search, searchable, doc_ids))
         if "row_id" in meta.column_names:
             meta = meta.drop(["row_id"])
         meta = meta.add_column(0, "row_id", pa.array(np.arange(len(meta), dtype=np.int64)))
@@ -81,6 +87,7 @@ def write_index(
             "count": int(len(meta)),
             "languages": dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
             "language_neutral": neutral,
+            "settings": settings.to_manifest(),
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "checksums": {name: file_sha256(staging / name) for name in sorted(os.listdir(staging))},
             "sizes": {name: (staging / name).stat().st_size for name in sorted(os.listdir(staging))},
@@ -113,6 +120,9 @@ class IndexReader:
         self._meta = pq.ParquetFile(self.directory / META_FILE)
         self._columns: dict[str, np.ndarray] = {}
         self.language_stats = LanguageStats.load(self.directory) if self.manifest.get("language_neutral") else None
+        self.settings = IndexSettings.from_manifest(self.manifest)
+        # each row's neighbourhood for margin ranking; None where the index ranks by plain cosine
+        self.neighbourhoods = np.load(self.directory / NEIGHBOURHOOD_FILE) if self.settings.scoring == "margin" else None
         counts = {"manifest": self.manifest["count"], INDEX_FILE: self.index.ntotal, META_FILE: self._meta.metadata.num_rows}
         if len(set(counts.values())) != 1:
             detail = ", ".join(f"{k} {v}" for k, v in counts.items())
@@ -178,7 +188,7 @@ class IndexReader:
 
 # Manifest entries that write_index derives from the data itself; the rest describe how it was made.
 DERIVED_FIELDS = {"format_version", "dim", "index_type", "metric", "count", "languages", "language_neutral",
-                  "created", "checksums", "sizes"}
+                  "settings", "created", "checksums", "sizes"}
 
 
 def rewrite_index(index: IndexReader, keep: np.ndarray, vectors: np.ndarray | None = None,
@@ -196,5 +206,4 @@ def rewrite_index(index: IndexReader, keep: np.ndarray, vectors: np.ndarray | No
     fields["documents"] = len(set(old_meta.column("doc_id").to_pylist()))
     fields["rejected"] = len(all_rejects)
     fields.update(manifest_updates)
-    return write_index(index.directory, old_vectors, old_meta, fields,
-                       language_neutral=index.manifest["language_neutral"] is not None, rejects=all_rejects)
+    return write_index(index.directory, old_vectors, old_meta, fields, settings=index.settings, rejects=all_rejects)

@@ -15,6 +15,7 @@ from engine.embedders.base import Embedder
 from engine.errors import BackendError, InputError
 from engine.publish import crash_point, published, writer_lock
 from engine.search import check_compatible
+from engine.index_settings import IndexSettings
 from engine.store import IndexReader, rewrite_index, write_index
 from indexer.batches import batched
 from indexer.chunking import ChunkPolicy, chunk_spans
@@ -102,7 +103,7 @@ def build_index(
     fields: FieldMap = FieldMap(),
     window: int = 256,
     progress: Progress | None = None,
-    language_neutral: bool = True,
+    settings: IndexSettings = IndexSettings(),
     chunking: ChunkPolicy | None = None,
     strict: bool = False,
     append: bool = False,
@@ -154,7 +155,7 @@ def build_index(
                 {**embedder.describe(), "corpora": corpora, "skipped": dict(report.skipped),
                  "chunking": {"size": policy.size, "overlap": policy.overlap, "unit": "characters"},
                  "documents": len({c.doc.id for c in chunks}), "rejected": len(rejects)},
-                language_neutral=language_neutral,
+                settings=settings,
                 rejects=rejects,
             )
     return BuildResult(manifest=manifest, report=report, rejects=rejects)

