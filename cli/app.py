@@ -99,6 +99,7 @@ def index(
     chunk_size: Annotated[Optional[int], typer.Option(min=16, help="Characters per chunk of a long document (default: the model's token limit).")] = None,
     chunk_overlap: Annotated[Optional[int], typer.Option(min=0, help="Characters shared by consecutive chunks (default: an eighth of a chunk).")] = None,
     language_neutral: Annotated[bool, typer.Option(help="Rank by meaning across languages (indexes of 2+ languages).")] = True,
+    scoring: Annotated[str, typer.Option(help="margin (cosine relative to both sides' nearest neighbours) or cosine.")] = "margin",
     append: Annotated[bool, typer.Option(help="Add to the index instead of replacing it; a document id seen again replaces its old version.")] = False,
     no_cache: NoCache = False,
     fmt: Format = "table",
@@ -108,10 +109,12 @@ def index(
     from indexer.mapper import FieldMap
     from indexer.pipeline import build_index
 
+    from engine.index_settings import IndexSettings
     from indexer.chunking import ChunkPolicy
 
     check_format(fmt, ("table", "json"))
     fields = FieldMap(text_field, id_field, lang_field, normalize_lang(lang) if lang else None)
+    settings = IndexSettings(language_neutral=language_neutral, scoring=scoring)
     embedder = make_embedder(backend, model, dim, family, endpoint, api_key, no_cache, batch_size=batch_size,
                              concurrency=concurrency, max_retries=max_retries, timeout=timeout)
     chunking = None
@@ -123,7 +126,7 @@ def index(
     try:
         with progress_bar("embedding", stats=lambda: embedder.stats) as progress:
             result = build_index(corpus, index_dir, embedder, fields, window=max(64, 2 * batch_size * concurrency),
-                                 progress=progress, language_neutral=language_neutral, chunking=chunking, strict=strict,
+                                 progress=progress, settings=settings, chunking=chunking, strict=strict,
                                  append=append)
     finally:
         embedder.close()
@@ -230,6 +233,7 @@ def info(index_dir: IndexDir, fmt: Format = "table") -> None:
         ("document prompt", repr(manifest["prompts"]["document"])),
         ("index type", f"{manifest['index_type']} ({manifest['metric']})"),
         ("language-neutral", (manifest.get("language_neutral") or {}).get("method", "off")),
+        ("scoring", manifest.get("settings", {}).get("scoring", "cosine")),
         ("corpora", ", ".join(manifest.get("corpora", []))),
         ("created", manifest["created"]),
         ("format version", str(manifest["format_version"])),
@@ -372,6 +376,131 @@ def eval_command(
         return
     render.stdout.print(render.eval_summary_table(data))
     render.stdout.print(render.eval_directions_table(data))
+
+
+@app.command()
+@fails_cleanly
+def dedup(
+    index_dir: IndexDir,
+    threshold: Annotated[Optional[float], typer.Option(help="Link pairs with at least this ratio margin (default: chosen from the index, see README).")] = None,
+    cross_lingual_only: Annotated[bool, typer.Option("--cross-lingual-only", help="Only pairs in two different languages link documents.")] = False,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Neighbours per document for the margin and the candidates.")] = 4,
+    truth_field: Annotated[Optional[str], typer.Option(help="A corpus field naming what each document says: report pair precision/recall against it.")] = None,
+    fmt: Format = "table",
+) -> None:
+    """Groups of documents that say the same thing, in one language or several (ratio-margin neighbours)."""
+    from engine.dedup import find_duplicates
+    from engine.store import IndexReader
+
+    check_format(fmt)
+    index = IndexReader(index_dir)
+    with progress_bar("neighbours", unit="vectors") as progress:
+        found = find_duplicates(index, threshold, cross_lingual_only, k, progress)
+    groups = [group.to_dict() for group in found.groups]
+    evaluation = None
+    if truth_field is not None:
+        from engine.evaluation.dedup_eval import evaluate_duplicates
+
+        evaluation = evaluate_duplicates(index, found, truth_field, cross_lingual_only)
+    summary = {"index": str(index_dir), "documents": len(found.documents), "threshold": round(found.threshold, 4),
+               "threshold_rule": found.threshold_rule, "cross_lingual_only": cross_lingual_only, "groups": len(groups),
+               "grouped_documents": sum(g["size"] for g in groups)}
+    if fmt == "jsonl":
+        render.print_jsonl(groups)
+        if evaluation:
+            typer.echo(json.dumps(evaluation), err=True)
+    elif fmt == "json":
+        render.print_json({**summary, **({"evaluation": evaluation} if evaluation else {}), "groups": groups})
+    else:
+        title = (f"{summary['groups']} groups, {summary['grouped_documents']} of {summary['documents']} documents; "
+                 f"margin threshold {summary['threshold']} ({found.threshold_rule})")
+        render.stdout.print(render.duplicates_table(groups, title))
+        if evaluation:
+            render.stdout.print(render.dedup_evaluation_line(evaluation))
+
+
+@app.command()
+@fails_cleanly
+def similar(
+    index_dir: IndexDir,
+    doc_id: Annotated[str, typer.Option("--id", help="The stored document to find others like.")],
+    lang: Annotated[Optional[str], typer.Option(help="Only these languages, e.g. zh or ja,ko.")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Documents to return.")] = 10,
+    fmt: Format = "table",
+) -> None:
+    """Documents like a stored one, optionally only in other languages (nothing is embedded)."""
+    from engine.search import open_searcher
+    from engine.similar import similar_documents
+
+    check_format(fmt)
+    searcher = open_searcher(index_dir)
+    hits = similar_documents(searcher, doc_id, k, lang)
+    if fmt == "jsonl":
+        render.print_jsonl([hit.to_dict() for hit in hits])
+    elif fmt == "json":
+        render.print_json({"id": doc_id, "hits": [hit.to_dict() for hit in hits]})
+    else:
+        render.stdout.print(render.hits_table(f"like {doc_id}", hits))
+
+
+@app.command()
+@fails_cleanly
+def cluster(
+    index_dir: IndexDir,
+    clusters: Annotated[int, typer.Option("-n", "--clusters", min=1, help="Number of clusters.")],
+    per_language: Annotated[int, typer.Option(min=1, help="Representative documents per language in each cluster.")] = 2,
+    group_field: Annotated[Optional[str], typer.Option(help="A corpus field naming translation groups: report how many land whole in one cluster.")] = None,
+    fmt: Format = "table",
+) -> None:
+    """k-means over the language-neutral document vectors: clusters by meaning, whatever the language."""
+    from engine.clustering import cluster_documents, groups_kept_together
+    from engine.documents import document_field
+    from engine.store import IndexReader
+
+    check_format(fmt, ("table", "json"))
+    index = IndexReader(index_dir)
+    result = cluster_documents(index, clusters, per_language)
+    kept = None
+    if group_field is not None:
+        kept = {"field": group_field, **groups_kept_together(result.labels, document_field(index, result.documents, group_field))}
+    described = [c.to_dict() for c in result.clusters]
+    if fmt == "json":
+        render.print_json({"index": str(index_dir), "documents": len(result.documents), "clusters": described,
+                           **({"groups_kept_together": kept} if kept else {})})
+        return
+    caption = (f"{group_field} groups wholly in one cluster: {kept['together']}/{kept['groups']} ({kept['share']:.1%})"
+               if kept else None)
+    render.stdout.print(render.clusters_table(described, f"{len(described)} clusters of {len(result.documents)} documents", caption))
+
+
+@app.command()
+@fails_cleanly
+def serve(
+    index_dir: IndexDir,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    backend: Backend = None,
+    endpoint: Endpoint = None,
+    model: Model = None,
+    api_key: ApiKey = None,
+    dim: Dim = None,
+    family: Family = None,
+    no_cache: NoCache = False,
+) -> None:
+    """An HTTP JSON API over one index (GET/POST /search, GET /docs/{id}, /health), a page to try queries
+    at /, and OpenAPI docs at /api-docs. The index is loaded once."""
+    import uvicorn
+
+    from cli.web import create_app
+    from engine.search import open_searcher
+
+    searcher = open_searcher(index_dir, backend=backend, model=model, dim=dim, family=family, endpoint=endpoint,
+                             api_key=api_key, cache_path=cache_path(no_cache))
+    try:
+        typer.echo(f"serving {index_dir} on http://{host}:{port} (API docs at /api-docs)", err=True)
+        uvicorn.run(create_app(searcher), host=host, port=port, log_level="warning")
+    finally:
+        searcher.embedder.close()
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ import sys
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from engine.search import Hit
 
@@ -82,3 +83,38 @@ def eval_directions_table(report: dict) -> Table:
     for direction in configs[0]["directions"]:
         table.add_row(direction, *(f"{c['directions'][direction]['recall@1']:.3f}" for c in configs))
     return table
+
+
+def duplicates_table(groups: list[dict], title: str) -> Table:
+    """One line per member; a group's first line carries its number, size and weakest margin."""
+    table = Table(title=title, title_justify="left")
+    for column in ("group", "size", "margin", "lang", "id", "text"):
+        table.add_column(column, justify="right" if column in ("group", "size", "margin") else "left",
+                         overflow="fold", ratio=1 if column == "text" else None)
+    for number, group in enumerate(groups, start=1):
+        for position, doc in enumerate(group["documents"]):
+            head = (str(number), str(group["size"]), f"{group['margin']:.3f}") if position == 0 else ("", "", "")
+            # Text(), not a string: document text is data, and rich would read "[...]" in it as markup
+            table.add_row(*head, doc["lang"], Text(doc["id"]), Text(doc["text"]), end_section=position == group["size"] - 1)
+    return table
+
+
+def clusters_table(clusters: list[dict], title: str, caption: str | None = None) -> Table:
+    """One line per cluster: its size, its languages and its most central document in each language."""
+    table = Table(title=title, caption=caption, title_justify="left", show_lines=True)
+    for column in ("cluster", "size", "languages", "representatives"):
+        table.add_column(column, justify="right" if column in ("cluster", "size") else "left",
+                         overflow="fold", ratio=1 if column == "representatives" else None)
+    for number, cluster in enumerate(clusters):
+        languages = " ".join(f"{lang} {n}" for lang, n in cluster["languages"].items())
+        shown = Text("\n".join(f"[{lang}] {docs[0]['text']}" for lang, docs in cluster["representatives"].items()))
+        table.add_row(str(number), str(cluster["size"]), languages, shown)
+    return table
+
+
+def dedup_evaluation_line(evaluation: dict) -> str:
+    best = evaluation["best_in_hindsight"]
+    return (f"against {evaluation['truth_field']!r}: precision {evaluation['precision']:.3f}, recall "
+            f"{evaluation['recall']:.3f} ({evaluation['pairs_correct']}/{evaluation['pairs_true']} true pairs, "
+            f"{evaluation['pairs_found']} found) at {evaluation['threshold']}; best in hindsight "
+            f"{best['threshold']}: precision {best['precision']:.3f}, recall {best['recall']:.3f}")

@@ -1,0 +1,178 @@
+"""Duplicate detection within one index, across languages: documents that say the same thing.
+
+Each document is compared with its k nearest neighbours in the index itself (language-neutral vectors)
+and scored by LASER's ratio margin: the cosine divided by the mean cosine of both documents to their own
+k nearest neighbours. A translation or a copy stands out from a document's neighbourhood; a document
+that is merely close to everything (a hub) does not. Pairs at or above the threshold are linked, and
+linked documents form groups (transitively).
+
+The default threshold comes from the index itself: Otsu's split of every document's best margin. A
+document with a duplicate has a best margin well above its neighbourhood, one without has a best
+margin near 1, so these values fall into two populations, and Otsu's rule picks the cut that best
+separates them (the largest between-class variance). It assumes both populations exist: on an index
+with no duplicates at all it still cuts somewhere, so give --threshold there."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.documents import DocumentRows
+from engine.errors import InputError
+from engine.evaluation.margin import MARGIN_K, neighbourhood, ratio_margin
+from engine.store import IndexReader
+
+SEARCH_BATCH = 1024  # rows per FAISS search call; also how often progress is reported
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class CandidatePairs:
+    """Document pairs that are among each other's k nearest neighbours, with their ratio margins."""
+
+    left: np.ndarray  # document positions (DocumentRows order), left < right
+    right: np.ndarray
+    margins: np.ndarray
+
+    def subset(self, keep: np.ndarray) -> CandidatePairs:
+        return CandidatePairs(self.left[keep], self.right[keep], self.margins[keep])
+
+    def best_margins(self, documents: int) -> np.ndarray:
+        """Each document's highest margin to any candidate (0 for a document with none)."""
+        best = np.zeros(documents, dtype=np.float64)
+        np.maximum.at(best, self.left, self.margins)
+        np.maximum.at(best, self.right, self.margins)
+        return best
+
+
+@dataclass
+class DuplicateGroup:
+    documents: list[dict]  # id, lang, text of each member, in index order
+    margin: float  # the weakest link that holds the group together
+
+    def to_dict(self) -> dict:
+        languages = sorted({d["lang"] for d in self.documents})
+        return {"size": len(self.documents), "languages": languages, "margin": round(self.margin, 4),
+                "documents": self.documents}
+
+
+@dataclass
+class Duplicates:
+    threshold: float
+    threshold_rule: str  # how the threshold was chosen
+    groups: list[DuplicateGroup]
+    members: list[np.ndarray] = field(repr=False)  # each group's document positions, for evaluation
+    pairs: CandidatePairs = field(repr=False)
+    documents: DocumentRows = field(repr=False)
+
+
+def candidate_pairs(index: IndexReader, documents: DocumentRows, k: int = MARGIN_K,
+                    progress: Progress | None = None) -> CandidatePairs:
+    """Every document's k nearest other documents (chunks of one document never pair with each other;
+    a chunked pair keeps its best-scoring chunks), scored by ratio margin."""
+    if k < 1:
+        raise InputError(f"--k {k}: must be at least 1")
+    vectors = index.vectors()
+    own_chunks = int(np.bincount(documents.of_row).max()) if len(vectors) else 0
+    k = min(k, len(documents) - 1)
+    if k < 1:
+        return CandidatePairs(*(np.zeros(0, dtype=t) for t in (np.int64, np.int64, np.float64)))
+    # A row's own document may take up to `own_chunks` places among its neighbours; fetch past them.
+    fetch = k + own_chunks
+    scores, rows = np.empty((len(vectors), fetch), np.float32), np.empty((len(vectors), fetch), np.int64)
+    for start in range(0, len(vectors), SEARCH_BATCH):
+        stop = min(start + SEARCH_BATCH, len(vectors))
+        found_scores, found_rows = index.search(vectors[start:stop], fetch)
+        scores[start:stop], rows[start:stop] = found_scores, found_rows
+        if progress:
+            progress(stop, len(vectors))
+    other = (rows >= 0) & (documents.of_row[np.maximum(rows, 0)] != documents.of_row[:, None])
+    order = np.argsort(np.where(other, -scores, np.inf), axis=1, kind="stable")[:, :k]
+    scores, rows = np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
+    near = neighbourhood(scores, k)
+    margins = ratio_margin(scores, near, near[rows]).ravel().astype(np.float64)
+    a = np.repeat(documents.of_row, k)
+    b = documents.of_row[rows.ravel()]
+    left, right = np.minimum(a, b), np.maximum(a, b)
+    # The same document pair comes up from both sides and from several chunks: keep its best margin.
+    by_margin = np.argsort(-margins, kind="stable")
+    _, first = np.unique((left * len(documents) + right)[by_margin], return_index=True)
+    keep = by_margin[first]
+    return CandidatePairs(left[keep], right[keep], margins[keep])
+
+
+def otsu_threshold(values: np.ndarray) -> float:
+    """The cut between two populations of `values` with the largest between-class variance; halfway
+    between the two values it falls between."""
+    values = np.sort(np.asarray(values, dtype=np.float64))
+    if len(values) < 2 or values[0] == values[-1]:
+        return float(np.inf)
+    total = len(values)
+    below = np.arange(1, total)
+    sums = np.cumsum(values)[:-1]
+    mean_below = sums / below
+    mean_above = (values.sum() - sums) / (total - below)
+    variance = below * (total - below) * (mean_below - mean_above) ** 2
+    variance[values[:-1] == values[1:]] = -1  # a cut must fall between two different values
+    cut = int(np.argmax(variance))
+    return float((values[cut] + values[cut + 1]) / 2)
+
+
+def link_groups(documents: int, left: np.ndarray, right: np.ndarray) -> list[np.ndarray]:
+    """Connected components of the linked pairs, as sorted document positions; singletons left out."""
+    parent = np.arange(documents)
+
+    def root(node: int) -> int:
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for a, b in zip(left.tolist(), right.tolist()):
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    roots = np.array([root(node) for node in range(documents)], dtype=np.int64)
+    sizes = np.bincount(roots, minlength=documents)
+    return [np.flatnonzero(roots == r) for r in np.flatnonzero(sizes > 1)]
+
+
+def find_duplicates(index: IndexReader, threshold: float | None = None, cross_lingual_only: bool = False,
+                    k: int = MARGIN_K, progress: Progress | None = None) -> Duplicates:
+    """Groups of documents that say the same thing. With `cross_lingual_only`, only pairs in two
+    different languages link documents (and the default threshold is fitted on those pairs)."""
+    documents = DocumentRows.of(index)
+    pairs = candidate_pairs(index, documents, k, progress)
+    langs = index.column("lang")[documents.first_rows].astype(str)
+    if cross_lingual_only:
+        pairs = pairs.subset(langs[pairs.left] != langs[pairs.right])
+    if threshold is None:
+        best = pairs.best_margins(len(documents))
+        threshold = otsu_threshold(best[best > 0])
+        rule = "Otsu split of each document's best margin"
+    else:
+        rule = "given"
+    linked = pairs.subset(pairs.margins >= threshold)
+    members = link_groups(len(documents), linked.left, linked.right)
+    return Duplicates(float(threshold), rule, describe_groups(index, documents, linked, members), members,
+                      pairs, documents)
+
+
+def describe_groups(index: IndexReader, documents: DocumentRows, linked: CandidatePairs,
+                    members: list[np.ndarray]) -> list[DuplicateGroup]:
+    group_of = np.full(len(documents), -1)
+    for number, positions in enumerate(members):
+        group_of[positions] = number
+    weakest = np.full(len(members), np.inf)
+    np.minimum.at(weakest, group_of[linked.left], linked.margins)
+    groups = []
+    for number, positions in enumerate(members):
+        rows = index.rows(documents.first_rows[positions], ["lang", "text", "extra"])
+        described = [{"id": str(doc_id), "lang": str(row["lang"]), "text": str(row["text"]),
+                      **(json.loads(row["extra"]) if row["extra"] else {})}
+                     for doc_id, row in zip(documents.ids[positions], rows)]
+        groups.append(DuplicateGroup(described, float(weakest[number])))
+    return groups

@@ -1,0 +1,24 @@
+"""Documents like a stored one, in any language or only in some: "find the Chinese version of this
+Korean product". The stored document's own vector is the query, so nothing is embedded."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from engine.documents import document_row_ids
+from engine.languages import parse_lang_list
+from engine.search import Hit, Searcher
+from engine.vectors import normalize_rows
+
+
+def similar_documents(searcher: Searcher, doc_id: str, k: int = 10, langs: str | list[str] | None = None) -> list[Hit]:
+    """The k documents nearest to `doc_id` (a chunked document is the mean of its chunks), best first,
+    the document itself left out."""
+    index = searcher.index
+    rows = document_row_ids(index, doc_id)
+    query = normalize_rows(index.vectors()[rows].mean(axis=0, keepdims=True))
+    hits = searcher.search_vectors(query, k + 1, parse_lang_list(langs))[0]
+    others = [hit for hit in hits if hit.id != doc_id][:k]
+    return [replace(hit, rank=rank) for rank, hit in enumerate(others, start=1)]
