@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Re-installs only when pyproject.toml changes, so a second `make index` installs nothing.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: index test bench clean
+.PHONY: index test bench bench-quick clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,12 @@ index: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q
 
+# `make bench QUICK=1` (or `make bench-quick`): small sizes, a smoke test whose timings mean nothing
 bench: $(INSTALLED)
-	$(BIN)/python -m bench.concurrency
+	$(BIN)/python -m bench $(if $(QUICK),--quick)
+
+bench-quick: $(INSTALLED)
+	$(BIN)/python -m bench --quick
 
 clean:
 	rm -rf indexes .pytest_cache

@@ -100,6 +100,10 @@ def index(
     chunk_overlap: Annotated[Optional[int], typer.Option(min=0, help="Characters shared by consecutive chunks (default: an eighth of a chunk).")] = None,
     language_neutral: Annotated[bool, typer.Option(help="Rank by meaning across languages (indexes of 2+ languages).")] = True,
     scoring: Annotated[str, typer.Option(help="margin (cosine relative to both sides' nearest neighbours) or cosine.")] = "margin",
+    index_type: Annotated[str, typer.Option(help="auto, flat, hnsw, ivf, ivfpq, or a FAISS factory string.")] = "auto",
+    storage: Annotated[str, typer.Option(help="float32, float16 or sq8 (8-bit codes): memory per vector.")] = "float32",
+    max_memory: Annotated[Optional[str], typer.Option(help="Memory the index may take, e.g. 8GB (default: 80% of RAM).")] = None,
+    device: Annotated[str, typer.Option(help="Where FAISS trains and adds: auto, cpu or gpu (needs faiss-gpu).")] = "auto",
     append: Annotated[bool, typer.Option(help="Add to the index instead of replacing it; a document id seen again replaces its old version.")] = False,
     no_cache: NoCache = False,
     fmt: Format = "table",
@@ -110,11 +114,13 @@ def index(
     from indexer.pipeline import build_index
 
     from engine.index_settings import IndexSettings
+    from engine.index_types import parse_bytes
     from indexer.chunking import ChunkPolicy
 
     check_format(fmt, ("table", "json"))
     fields = FieldMap(text_field, id_field, lang_field, normalize_lang(lang) if lang else None)
-    settings = IndexSettings(language_neutral=language_neutral, scoring=scoring)
+    settings = IndexSettings(language_neutral=language_neutral, scoring=scoring, index_type=index_type, storage=storage,
+                             max_memory=parse_bytes(max_memory) if max_memory else None, device=device)
     embedder = make_embedder(backend, model, dim, family, endpoint, api_key, no_cache, batch_size=batch_size,
                              concurrency=concurrency, max_retries=max_retries, timeout=timeout)
     chunking = None
@@ -127,6 +133,7 @@ def index(
         with progress_bar("embedding", stats=lambda: embedder.stats) as progress:
             result = build_index(corpus, index_dir, embedder, fields, window=max(64, 2 * batch_size * concurrency),
                                  progress=progress, settings=settings, chunking=chunking, strict=strict,
+                                 on_plan=lambda plan: typer.echo(f"Index plan: {plan.describe()}", err=True),
                                  append=append)
     finally:
         embedder.close()
@@ -231,7 +238,7 @@ def info(index_dir: IndexDir, fmt: Format = "table") -> None:
         ("dimension", str(manifest["dim"])),
         ("query prompt", repr(manifest["prompts"]["query"])),
         ("document prompt", repr(manifest["prompts"]["document"])),
-        ("index type", f"{manifest['index_type']} ({manifest['metric']})"),
+        ("index type", render.index_description(manifest)),
         ("language-neutral", (manifest.get("language_neutral") or {}).get("method", "off")),
         ("scoring", manifest.get("settings", {}).get("scoring", "cosine")),
         ("corpora", ", ".join(manifest.get("corpora", []))),
@@ -403,7 +410,7 @@ def dedup(
 
         evaluation = evaluate_duplicates(index, found, truth_field, cross_lingual_only)
     summary = {"index": str(index_dir), "documents": len(found.documents), "threshold": round(found.threshold, 4),
-               "threshold_rule": found.threshold_rule, "cross_lingual_only": cross_lingual_only, "groups": len(groups),
+               "threshold_rule": found.threshold_rule, "cross_lingual_only": cross_lingual_only, "group_count": len(groups),
                "grouped_documents": sum(g["size"] for g in groups)}
     if fmt == "jsonl":
         render.print_jsonl(groups)
@@ -412,7 +419,7 @@ def dedup(
     elif fmt == "json":
         render.print_json({**summary, **({"evaluation": evaluation} if evaluation else {}), "groups": groups})
     else:
-        title = (f"{summary['groups']} groups, {summary['grouped_documents']} of {summary['documents']} documents; "
+        title = (f"{summary['group_count']} groups, {summary['grouped_documents']} of {summary['documents']} documents; "
                  f"margin threshold {summary['threshold']} ({found.threshold_rule})")
         render.stdout.print(render.duplicates_table(groups, title))
         if evaluation:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from engine.errors import InputError
+from engine.faiss_index import DEVICES
+from engine.index_types import STORAGES
 
 SCORINGS = ("margin", "cosine")
 
@@ -16,10 +18,16 @@ class IndexSettings:
     # margin: cosine divided by the mean cosine of query and document to their nearest neighbours
     # (engine.ranking); it keeps same-language search as good as plain cosine on a language-neutral index
     scoring: str = "margin"
+    index_type: str = "auto"  # or flat, hnsw, ivf, ivfpq, or a FAISS factory string (engine.index_types)
+    storage: str = "float32"  # float16 or sq8 (8-bit scalar quantisation) to cut memory
+    max_memory: int | None = None  # bytes the index may take; default a share of physical memory
+    device: str = "auto"  # where FAISS trains and adds: auto, cpu, gpu
 
     def __post_init__(self) -> None:
-        if self.scoring not in SCORINGS:
-            raise InputError(f"--scoring {self.scoring!r}: expected one of {', '.join(SCORINGS)}")
+        for flag, value, allowed in (("--scoring", self.scoring, SCORINGS), ("--storage", self.storage, STORAGES),
+                                     ("--device", self.device, DEVICES)):
+            if value not in allowed:
+                raise InputError(f"{flag} {value!r}: expected one of {', '.join(allowed)}")
 
     def to_manifest(self) -> dict:
         return asdict(self)
@@ -31,4 +39,8 @@ class IndexSettings:
         return cls(
             language_neutral=saved.get("language_neutral", manifest.get("language_neutral") is not None),
             scoring=saved.get("scoring", "cosine"),
+            index_type=saved.get("index_type", "flat"),
+            storage=saved.get("storage", "float32"),
+            max_memory=saved.get("max_memory"),
+            device=saved.get("device", "auto"),
         )

@@ -43,7 +43,10 @@ class LanguageStats:
             own = np.asarray(vectors[langs == name], dtype=np.float64)
             means.append(own.mean(axis=0))
             counts.append(len(own))
-            directions.append(np.linalg.svd(own - means[-1], full_matrices=False)[2][:REMOVED_DIRECTIONS])
+            centered = own - means[-1]
+            # the top eigenvectors of the d x d scatter matrix: the same directions as an SVD of the rows,
+            # at a cost that does not grow with their count beyond one product
+            directions.append(np.linalg.eigh(centered.T @ centered)[1][:, ::-1][:, :REMOVED_DIRECTIONS].T)
         basis = np.linalg.qr(np.vstack(directions).T)[0]
         return cls(names, np.vstack(means).astype(np.float32), np.array(counts), basis.astype(np.float32))
 

@@ -17,7 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.errors import IndexMismatchError, StorageError
+from engine.faiss_index import build_faiss_index, depth_parameter, read_faiss_index, resolve_device, search_parameters, tune
 from engine.index_settings import IndexSettings
+from engine.index_types import choose_plan
 from engine.manifest import FORMAT_VERSION, file_sha256, read_manifest, write_manifest
 from engine.neutral import METHOD, STATS_FILE, LanguageStats
 from engine.publish import crash_point, new_staging, publish, published
@@ -27,6 +29,11 @@ INDEX_FILE = "index.faiss"
 META_FILE = "meta.parquet"
 VECTORS_FILE = "vectors.npy"
 REJECTS_FILE = "rejects.jsonl"  # inputs the embedding server refused: source, id, chunk, reason
+# Hits' metadata is read a row group at a time, so a query reads a few groups, not whole columns
+ROW_GROUP_ROWS = 4096
+# A language filter over fewer rows than this is answered by an exact scan of just those rows, which is
+# both exact and faster than asking an approximate index to skip everything else
+EXACT_FILTER_ROWS = 50_000
 DATA_FILES = (INDEX_FILE, META_FILE, VECTORS_FILE)  # plus STATS_FILE when ranking is language-neutral
 
 
@@ -59,8 +66,9 @@ def write_index(
             stats.save(staging)
             searchable = stats.neutralize(vectors, langs)
             neutral = {"method": METHOD, "languages": stats.languages}
-        index = faiss.IndexFlatIP(vectors.shape[1])
-        index.add(searchable)
+        plan = choose_plan(settings.index_type, len(searchable), searchable.shape[1], settings.storage, settings.max_memory)
+        index, device = build_faiss_index(plan, searchable, resolve_device(settings.device))
+        tuning = tune(index, searchable)
         try:
             faiss.write_index(index, str(staging / INDEX_FILE))
         except RuntimeError as exc:  # faiss reports a failed write (disk full, too large) this way
@@ -68,11 +76,14 @@ def write_index(
         crash_point("faiss")
         if settings.scoring == "margin":
             doc_ids = np.asarray(meta.column("doc_id").to_pylist(), dtype=object)
-            np.save(staging / NEIGHBOURHOOD_FILE, document_neighbourhoods(index.search, searchable, doc_ids))
+            def tuned_search(queries, k):
+                return index.search(queries, k, params=search_parameters(index, tuning["params"]))
+
+            np.save(staging / NEIGHBOURHOOD_FILE, document_neighbourhoods(tuned_search, searchable, doc_ids))
         if "row_id" in meta.column_names:
             meta = meta.drop(["row_id"])
         meta = meta.add_column(0, "row_id", pa.array(np.arange(len(meta), dtype=np.int64)))
-        pq.write_table(meta, staging / META_FILE)
+        pq.write_table(meta, staging / META_FILE, row_group_size=ROW_GROUP_ROWS)
         crash_point("parquet")
         np.save(staging / VECTORS_FILE, vectors)
         if rejects:
@@ -82,7 +93,10 @@ def write_index(
             "format_version": FORMAT_VERSION,
             **manifest_fields,
             "dim": int(vectors.shape[1]),
-            "index_type": "Flat",
+            "index_type": plan.key,
+            "index": {"kind": plan.kind, "key": plan.key, "storage": plan.storage, "device": device,
+                      "estimated_bytes": plan.estimated_bytes, "bytes": (staging / INDEX_FILE).stat().st_size,
+                      **tuning},
             "metric": "inner_product",
             "count": int(len(meta)),
             "languages": dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
@@ -116,7 +130,9 @@ class IndexReader:
                 raise IndexMismatchError(f"--index {directory}: {name} is missing")
             if path.stat().st_size != size:
                 raise IndexMismatchError(f"--index {directory}: {name} has {path.stat().st_size} bytes, the manifest says {size}")
-        self.index = faiss.read_index(str(self.directory / INDEX_FILE))
+        self.index = read_faiss_index(str(self.directory / INDEX_FILE))
+        self.search_params = self.manifest.get("index", {}).get("params", {})
+        self.approximate = depth_parameter(self.index) is not None
         self._meta = pq.ParquetFile(self.directory / META_FILE)
         self._columns: dict[str, np.ndarray] = {}
         self.language_stats = LanguageStats.load(self.directory) if self.manifest.get("language_neutral") else None
@@ -141,7 +157,7 @@ class IndexReader:
 
     def column(self, name: str) -> np.ndarray:
         if name not in self._columns:
-            self._columns[name] = self._meta.read(columns=[name]).column(name).to_numpy(zero_copy_only=False)
+            self._columns[name] = as_numpy(self._meta.read(columns=[name]).column(name))
         return self._columns[name]
 
     def table(self) -> pa.Table:
@@ -158,32 +174,69 @@ class IndexReader:
     def raw_vectors(self) -> np.ndarray:
         return np.load(self.directory / VECTORS_FILE, mmap_mode="r")
 
-    def vectors(self) -> np.ndarray:
-        """Every row's vector in the form searches compare (language-neutral where the index is), as
-        float32 in memory; computed from the raw vectors, so it works whatever the FAISS index type."""
-        raw = np.asarray(self.raw_vectors(), dtype=np.float32)
+    def vectors(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Every row's vector (or those of `rows`) in the form searches compare (language-neutral where
+        the index is), as float32 in memory; computed from the raw vectors, so it works whatever the
+        FAISS index type."""
+        raw = self.raw_vectors()
+        raw = np.asarray(raw if rows is None else raw[rows], dtype=np.float32)
         if self.language_stats is None:
             return raw
-        return self.language_stats.neutralize(raw, self.column("lang"))
+        langs = self.column("lang")
+        return self.language_stats.neutralize(raw, langs if rows is None else langs[rows])
 
     def rows(self, row_ids: np.ndarray, columns: list[str]) -> list[dict]:
-        """Metadata of the given rows, in the given order."""
-        picked = {name: self.column(name)[row_ids] for name in columns}
+        """Metadata of the given rows, in the given order. Columns not already in memory are read from
+        the row groups that hold these rows only."""
+        row_ids = np.asarray(row_ids, dtype=np.int64)
+        picked = {name: self.column(name)[row_ids] for name in columns if name in self._columns}
+        missing = [name for name in columns if name not in picked]
+        if missing and len(row_ids):
+            sizes = [self._meta.metadata.row_group(g).num_rows for g in range(self._meta.metadata.num_row_groups)]
+            starts = np.concatenate([[0], np.cumsum(sizes)])
+            groups = np.searchsorted(starts, row_ids, side="right") - 1
+            needed = np.unique(groups)
+            table = self._meta.read_row_groups(needed.tolist(), columns=missing)
+            base = np.concatenate([[0], np.cumsum([sizes[g] for g in needed])])[np.searchsorted(needed, groups)]
+            positions = base + row_ids - starts[groups]
+            picked.update({name: as_numpy(table.column(name))[positions] for name in missing})
         return [{name: picked[name][i] for name in columns} for i in range(len(row_ids))]
 
     def search(self, queries: np.ndarray, k: int, row_filter: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, row ids) per query; with `row_filter`, only among those rows, and still k of
         them whenever that many exist (the filter runs inside FAISS, not after it)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        params = None
+        selector = None
         if row_filter is not None:
             k = min(k, len(row_filter))
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(row_filter, dtype=np.int64)))
+            if self.approximate and len(row_filter) <= EXACT_FILTER_ROWS:
+                return self._exact_scan(queries, k, row_filter)
+            selector = faiss.IDSelectorBatch(np.asarray(row_filter, dtype=np.int64))
         k = min(k, self.index.ntotal)
         if k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        scores, ids = self.index.search(queries, k, params=params)
+        scores, ids = self.index.search(queries, k, params=search_parameters(self.index, self.search_params, selector))
+        if selector is not None and self.approximate and (ids < 0).any():
+            # the probed part of an approximate index held fewer than k allowed rows: k exist, so scan them
+            return self._exact_scan(queries, k, row_filter)
         return scores, ids
+
+    def _exact_scan(self, queries: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.asarray(rows, dtype=np.int64)
+        scores, positions = faiss.knn(queries, self.vectors(rows), k, metric=faiss.METRIC_INNER_PRODUCT)
+        return scores, np.where(positions >= 0, rows[np.maximum(positions, 0)], -1)
+
+
+def as_numpy(column: pa.ChunkedArray) -> np.ndarray:
+    """A column as numpy without pyarrow's own conversion, which imports pandas (about a second of a
+    command-line query's start-up): numbers straight from their buffers, everything else via Python."""
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        if column.null_count == 0:
+            kind = "f" if pa.types.is_floating(column.type) else "i" if pa.types.is_signed_integer(column.type) else "u"
+            dtype = np.dtype(f"{kind}{column.type.bit_width // 8}")
+            parts = [np.frombuffer(c.buffers()[1], dtype=dtype, count=len(c) + c.offset)[c.offset:] for c in column.chunks]
+            return np.concatenate(parts) if parts else np.zeros(0, dtype)
+    return np.array(column.to_pylist(), dtype=object)
 
 
 # Manifest entries that write_index derives from the data itself; the rest describe how it was made.

@@ -16,6 +16,7 @@ from engine.errors import BackendError, InputError
 from engine.publish import crash_point, published, writer_lock
 from engine.search import check_compatible
 from engine.index_settings import IndexSettings
+from engine.index_types import IndexPlan, choose_plan
 from engine.store import IndexReader, rewrite_index, write_index
 from indexer.batches import batched
 from indexer.chunking import ChunkPolicy, chunk_spans
@@ -107,11 +108,14 @@ def build_index(
     chunking: ChunkPolicy | None = None,
     strict: bool = False,
     append: bool = False,
+    on_plan: Callable[[IndexPlan], None] | None = None,
 ) -> BuildResult:
     """Index `corpora` into `index_dir`, or with `append` add them to the index there (a document id seen
     again replaces its old version). Documents over the model's input limit (or `chunking`) become
     several vectors. Inputs the server refuses are left out and reported, or stop the build (`strict`).
-    One writer at a time; the published index changes only when the whole new version is written."""
+    One writer at a time; the published index changes only when the whole new version is written.
+    The index plan for the counted documents goes to `on_plan` before any embedding, and a plan over the
+    memory budget stops the build there."""
     index_dir = Path(index_dir)
     with writer_lock(index_dir):
         existing = IndexReader(index_dir) if append and published(index_dir).exists() else None
@@ -120,7 +124,13 @@ def build_index(
             chunking = chunking or ChunkPolicy(existing.manifest["chunking"]["size"], existing.manifest["chunking"]["overlap"])
         report = MappingReport()
         policy = chunking or ChunkPolicy.for_max_tokens(embedder.profile.max_tokens)
-        total = count_records(corpora) if progress else 0
+        total = count_records(corpora)
+        if existing is not None:
+            settings = existing.settings
+        plan = choose_plan(settings.index_type, total + (len(existing) if existing is not None else 0), embedder.dim,
+                           settings.storage, settings.max_memory)
+        if on_plan:
+            on_plan(plan)
         chunks: list[Chunk] = []
         parts: list[np.ndarray] = []
         # a window of documents at a time: the reader never runs further ahead of the embedder than that

@@ -1,0 +1,89 @@
+"""`make bench`: every benchmark, its figures printed as tables and written to bench/results/*.json.
+`--quick` runs small sizes as a smoke test (CI runs it; its timings mean nothing).
+
+    python -m bench [--quick] [--only index_types,cold_query,pipeline,concurrency]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+RESULTS = Path(__file__).parent / "results"
+BENCHMARKS = ("index_types", "cold_query", "pipeline", "concurrency")
+console = Console(width=250)  # wide tables stay whole in a log or a pipe
+
+
+def table(title: str, rows: list[dict], columns: list[str]) -> None:
+    view = Table(title=title)
+    for column in columns:
+        view.add_column(column, justify="left" if column in ("key", "kind", "storage", "auto_picks", "params") else "right")
+    for row in rows:
+        view.add_row(*(str(row.get(column, "")) for column in columns))
+    console.print(view)
+
+
+def index_types(quick: bool) -> list[dict]:
+    from bench import index_types as bench
+    from bench.realistic_vectors import real_embeddings
+
+    sample = real_embeddings(per_language=20 if quick else 500)
+    rows = bench.run(sample, quick, progress=lambda row: console.print(f"  {row['count']:,} x {row['dim']} {row['key']}: done"))
+    table("index types (realistic Gaussian vectors, held-out queries, k=10)", rows,
+          ["count", "dim", "key", "auto_picks", "build_s", "peak_rss_mb", "index_mb", "estimated_mb", "params",
+           "recall@10", "p50_ms", "p99_ms", "batch_qps", "flat_gb_s", "matvec_gb_s"])
+    return rows
+
+
+def cold_query(quick: bool) -> dict:
+    from bench import cold_query as bench
+    from bench.realistic_vectors import FittedGaussian, real_embeddings
+
+    row = bench.run(FittedGaussian(real_embeddings(per_language=20 if quick else 500)), 2_000 if quick else 100_000,
+                    repeats=2 if quick else 7)
+    table("cold command-line query vs start-up baseline (medians)", [row], list(row))
+    return row
+
+
+def pipeline(quick: bool) -> dict:
+    from bench import pipeline_overhead as bench
+
+    row = bench.run(160 if quick else 4_000)
+    table("xlsearch index vs the raw model, same texts, same run", [row], list(row))
+    return row
+
+
+def concurrency(quick: bool) -> list[dict]:
+    from bench import concurrency as bench
+
+    report = []
+    for delay in (0.05,) if quick else (0.05, 0.2):
+        rows = bench.run([1, 4] if quick else [1, 4, 8, 16], delay, 8 if quick else 64, 1)
+        table(f"openai backend, {delay * 1000:.0f} ms added per request", rows, list(rows[0]))
+        report.append({"delay_s": delay, "batch_size": 1, "results": rows})
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset")
+    args = parser.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    runners = {"index_types": index_types, "cold_query": cold_query, "pipeline": pipeline, "concurrency": concurrency}
+    for name in args.only.split(","):
+        if name not in runners:
+            parser.error(f"--only {name!r}: expected some of {', '.join(BENCHMARKS)}")
+        result = runners[name](args.quick)
+        out = RESULTS / f"{name}{'-quick' if args.quick else ''}.json"
+        out.write_text(json.dumps({"machine": platform.node(), "processor": platform.processor() or platform.machine(),
+                                   "quick": args.quick, "results": result}, indent=2) + "\n")
+        console.print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

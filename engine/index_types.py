@@ -1,0 +1,122 @@
+"""Which FAISS index for how many vectors, of what dimension, in how much memory.
+
+`auto` follows autofaiss's reasoning: an exact scan while it is cheap, an inverted file (IVF) with full
+vectors while they fit, 8-bit codes or product quantisation (IVF-PQ) when they do not. The estimate is
+the index's resident size at query time; a plan over `max_memory` is refused with the numbers."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+
+from engine.errors import InputError
+
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivf", "ivfpq")
+STORAGES = ("float32", "float16", "sq8")
+# Below this many vectors an exact scan answers in about a millisecond here (20k x 384), and an
+# approximate index would only cost recall.
+EXACT_BELOW = 20_000
+HNSW_NEIGHBOURS = 32
+# k-means wants at least 39 training points per list (faiss warns below that)
+POINTS_PER_LIST = 39
+DEFAULT_MEMORY_SHARE = 0.8  # of physical memory, when --max-memory is not given
+
+_CODES = {"float32": "Flat", "float16": "SQfp16", "sq8": "SQ8"}
+_BYTES_PER_VALUE = {"float32": 4, "float16": 2, "sq8": 1}
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    kind: str  # flat, hnsw, ivf, ivfpq, or factory for a FAISS factory string given as is
+    key: str  # the FAISS factory string
+    storage: str
+    estimated_bytes: int | None  # None for a factory string: its size is not known before it is built
+
+    def describe(self) -> str:
+        size = f", about {format_bytes(self.estimated_bytes)}" if self.estimated_bytes is not None else ""
+        return f"{self.key} ({self.kind}, {self.storage}{size})"
+
+
+def ivf_lists(count: int) -> int:
+    """4 * sqrt(n) lists, as FAISS's guidelines suggest, but never fewer training points per list than
+    k-means needs."""
+    return max(1, min(int(4 * math.sqrt(count)), count // POINTS_PER_LIST))
+
+
+def pq_subquantizers(dim: int) -> int:
+    """One byte per 8 dimensions (sub-vectors of 8 values), the largest such count dividing `dim`."""
+    return next(m for m in range(max(1, dim // 8), 0, -1) if dim % m == 0)
+
+
+def plan_for(kind: str, count: int, dim: int, storage: str = "float32") -> IndexPlan:
+    """The factory string and size estimate of an index type for `count` vectors of `dim` values."""
+    if storage not in STORAGES:
+        raise InputError(f"--storage {storage!r}: expected one of {', '.join(STORAGES)}")
+    code = _BYTES_PER_VALUE[storage] * dim
+    lists = ivf_lists(count)
+    centroids = lists * dim * 4
+    if kind == "flat":
+        return IndexPlan(kind, _CODES[storage], storage, count * code)
+    if kind == "hnsw":
+        key = f"HNSW{HNSW_NEIGHBOURS}" + ("" if storage == "float32" else f"_{_CODES[storage]}")
+        # level 0 keeps 2M neighbour ids of 4 bytes; the upper levels add about a tenth
+        return IndexPlan(kind, key, storage, int(count * (code + 2 * HNSW_NEIGHBOURS * 4 * 1.1)))
+    if kind == "ivf":
+        return IndexPlan(kind, f"IVF{lists},{_CODES[storage]}", storage, count * (code + 8) + centroids)
+    if kind == "ivfpq":
+        m = pq_subquantizers(dim)
+        return IndexPlan(kind, f"IVF{lists},PQ{m}", "pq", count * (m + 8) + centroids + 256 * dim * 4)
+    if kind in INDEX_TYPES:
+        raise ValueError(f"plan_for: {kind!r} is chosen by choose_plan")
+    return IndexPlan("factory", kind, storage, None)
+
+
+def choose_plan(index_type: str, count: int, dim: int, storage: str = "float32",
+                max_memory: int | None = None) -> IndexPlan:
+    """The plan for `index_type` (auto: the most exact that fits), refused when over `max_memory`."""
+    budget = max_memory or default_memory_budget()
+    if index_type == "auto":
+        if count < EXACT_BELOW:
+            candidates = [plan_for("flat", count, dim, storage)]
+        else:
+            candidates = [plan_for("ivf", count, dim, storage), plan_for("ivf", count, dim, "sq8"),
+                          plan_for("ivfpq", count, dim)]
+        for plan in candidates:
+            if plan.estimated_bytes <= budget:
+                return plan
+        plan = candidates[-1]
+    else:
+        plan = plan_for(index_type, count, dim, storage)
+        if plan.estimated_bytes is None or plan.estimated_bytes <= budget:
+            return plan
+    smaller = "a smaller --dim" if plan.kind == "ivfpq" else "--storage sq8, --index-type ivfpq or a smaller --dim"
+    raise InputError(
+        f"--index-type {index_type}: {count:,} vectors of {dim} dims as {plan.key} need about "
+        f"{format_bytes(plan.estimated_bytes)}, over the memory budget of {format_bytes(budget)} "
+        f"(--max-memory); try {smaller}"
+    )
+
+
+def default_memory_budget() -> int:
+    return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * DEFAULT_MEMORY_SHARE)
+
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_bytes(text: str) -> int:
+    """'512MB', '8G', '1.5GiB', '1000000' -> bytes (binary units)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if not match:
+        raise InputError(f"--max-memory {text!r}: expected a size like 512MB, 8GB or 1.5G")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def format_bytes(size: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"

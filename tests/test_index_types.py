@@ -1,0 +1,123 @@
+"""Index types: the plan chosen for a size and a memory budget, tuning to a recall target, filters on
+approximate indexes, and the command line's refusals. Real FAISS throughout."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tests.conftest import DEMO_CORPUS, assert_clean_failure, xlsearch, xlsearch_json
+from engine import store
+from engine.errors import InputError
+from engine.faiss_index import build_faiss_index, gpu_count, tune
+from engine.index_settings import IndexSettings
+from engine.index_types import choose_plan, parse_bytes, plan_for
+
+GB = 1 << 30
+
+
+def clustered(count: int, dim: int, clusters: int = 50, seed: int = 0) -> np.ndarray:
+    """Unit vectors around random centres, spread like sentence embeddings of a few topics."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    vectors = centres[rng.integers(clusters, size=count)] + rng.normal(scale=0.8, size=(count, dim))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_auto_is_exact_when_small_ivf_while_it_fits_then_8bit_then_pq_then_refuses():
+    assert choose_plan("auto", 5_000, 384, max_memory=GB).key == "Flat"
+    assert choose_plan("auto", 100_000, 384, max_memory=GB).key == "IVF1264,Flat"
+    assert choose_plan("auto", 100_000, 384, max_memory=100 << 20).key == "IVF1264,SQ8"
+    assert choose_plan("auto", 1_000_000, 2560, max_memory=2 * GB).key == "IVF4000,PQ320"
+    with pytest.raises(InputError, match=r"1,000,000 vectors of 2560 dims as IVF4000,PQ320 need about 354.4 MB, over the memory budget of 100.0 MB"):
+        choose_plan("auto", 1_000_000, 2560, max_memory=100 << 20)
+    assert plan_for("flat", 1000, 384, "float16").estimated_bytes == 1000 * 384 * 2
+    assert plan_for("ivf", 300, 384).key == "IVF7,Flat"  # never fewer than 39 training points per list
+    assert plan_for("IVF16,PQ8x4fs", 1000, 384).kind == "factory"
+    assert parse_bytes("512MB") == 512 << 20 and parse_bytes("1.5G") == int(1.5 * GB) and parse_bytes("100") == 100
+    with pytest.raises(InputError, match="--max-memory 'lots'"):
+        parse_bytes("lots")
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_tuning_searches_as_deep_as_the_recall_target_needs(kind):
+    vectors = clustered(20_000, 128)
+    index, device = build_faiss_index(plan_for(kind, len(vectors), 128), vectors)
+    assert device == "cpu" and index.ntotal == len(vectors)
+    default = tune(index, vectors)
+    assert default["recall@10"] >= 0.95 and default["queries"] == 500
+    (knob, depth), = default["params"].items()
+    shallowest, strict = tune(index, vectors, target=0.0), tune(index, vectors, target=0.99)
+    assert shallowest["params"][knob] <= depth < strict["params"][knob]
+    assert shallowest["recall@10"] <= default["recall@10"] < 0.99 <= strict["recall@10"]
+
+
+def test_pq_codes_report_the_recall_they_reach():
+    vectors = clustered(10_000, 32)
+    index, _ = build_faiss_index(plan_for("ivfpq", len(vectors), 32), vectors)
+    result = tune(index, vectors)
+    assert 0.3 < result["recall@10"] <= 1.0 and result["params"]["nprobe"] >= 1
+
+
+def synthetic_index(directory, settings: IndexSettings, count: int = 6_000) -> np.ndarray:
+    vectors = clustered(count, 32, seed=1)
+    langs = np.array(["en", "ko", "ja"])[np.arange(count) % 3]
+    meta = pa.table({"doc_id": [f"d{i}" for i in range(count)], "lang": langs.tolist(),
+                     "text": [f"text {i}" for i in range(count)], "source": ["synthetic"] * count,
+                     "chunk": pa.array([0] * count, pa.int32()), "chunks": pa.array([1] * count, pa.int32()),
+                     "start": pa.array([0] * count, pa.int64()), "end": pa.array([6] * count, pa.int64()),
+                     "extra": [""] * count})
+    store.write_index(directory, vectors, meta, {"model": "synthetic", "documents": count}, settings=settings)
+    return vectors
+
+
+@pytest.mark.parametrize("through_faiss", [False, True])
+def test_language_filter_on_an_approximate_index_still_returns_k_exact_hits(tmp_path, monkeypatch, through_faiss):
+    if through_faiss:  # the selector path, as for a filter too large to scan directly
+        monkeypatch.setattr(store, "EXACT_FILTER_ROWS", 0)
+    synthetic_index(tmp_path / "ix", IndexSettings(language_neutral=False, scoring="cosine", index_type="ivf"))
+    reader = store.IndexReader(tmp_path / "ix")
+    assert reader.approximate and reader.manifest["index"]["kind"] == "ivf"
+    korean = np.flatnonzero(reader.column("lang") == "ko")
+    queries = reader.vectors(korean[:20])
+    scores, rows = reader.search(queries, 50, korean)
+    assert (rows >= 0).all() and np.isin(rows, korean).all() and rows.shape == (20, 50)
+    exact = np.sort(reader.vectors(korean) @ queries.T, axis=0)[::-1][:50].T
+    assert np.allclose(scores[:, 0], exact[:, 0], atol=1e-5)  # each query finds itself
+
+
+def test_metadata_of_hits_is_read_from_their_row_groups_only(tmp_path):
+    synthetic_index(tmp_path / "ix", IndexSettings(language_neutral=False, scoring="cosine", index_type="flat"))
+    reader = store.IndexReader(tmp_path / "ix")
+    assert reader._meta.metadata.num_row_groups == 2  # 6000 rows in groups of 4096
+    got = reader.rows(np.array([5999, 3, 4096, 4095]), ["doc_id", "start"])
+    assert [r["doc_id"] for r in got] == ["d5999", "d3", "d4096", "d4095"]
+    assert reader._columns == {}  # nothing was read whole
+
+
+def test_cli_index_types_storage_and_refusals(tmp_path):
+    index_dir = tmp_path / "demo"
+    built = xlsearch("index", DEMO_CORPUS, "--index", index_dir, "--index-type", "hnsw", "--storage", "sq8")
+    assert built.returncode == 0, built.stderr
+    assert "Index plan: HNSW32_SQ8 (hnsw, sq8, about" in built.stderr
+    info = xlsearch_json("info", "--index", index_dir)
+    assert info["index_type"] == "HNSW32_SQ8" and info["index"]["recall@10"] >= 0.95
+    assert "efSearch" in info["index"]["params"] and info["settings"]["storage"] == "sq8"
+    hits = xlsearch_json("query", "今天天气真好，适合出去散步", "--index", index_dir, "-k", "45", "--lang", "ko")["hits"]
+    assert len(hits) == 45 and {h["lang"] for h in hits} == {"ko"} and hits[0]["id"] == "weather-walk-ko"
+    before = (index_dir / "manifest.json").read_bytes()
+    assert_clean_failure(xlsearch("index", DEMO_CORPUS, "--index", index_dir, "--max-memory", "10KB"),
+                         "360 vectors of 384 dims as Flat need about 540.0 KB, over the memory budget of 10.0 KB")
+    assert_clean_failure(xlsearch("index", DEMO_CORPUS, "--index", index_dir, "--index-type", "Bogus12"),
+                         "--index-type 'Bogus12': FAISS cannot build it")
+    assert_clean_failure(xlsearch("index", DEMO_CORPUS, "--index", index_dir, "--storage", "fp8"), "--storage 'fp8'")
+    if not gpu_count():
+        assert_clean_failure(xlsearch("index", DEMO_CORPUS, "--index", index_dir, "--device", "gpu"),
+                             "--device gpu: this faiss has no GPU support")
+    assert (index_dir / "manifest.json").read_bytes() == before
+    appended = xlsearch("index", DEMO_CORPUS, "--index", index_dir, "--append")
+    assert appended.returncode == 0, appended.stderr
+    assert json.loads((index_dir / "manifest.json").read_text())["index_type"] == "HNSW32_SQ8"  # kept on rewrite
