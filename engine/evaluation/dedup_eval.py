@@ -4,7 +4,8 @@ Tatoeba test mix those numbers are measured on."""
 
 from __future__ import annotations
 
-from itertools import combinations
+import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -18,27 +19,37 @@ SWEEP_STEPS = 200
 END_PUNCTUATION = ".!?。！？…"
 
 
-def group_pairs(groups: list[np.ndarray]) -> set[tuple[int, int]]:
-    return {pair for members in groups for pair in combinations(sorted(members.tolist()), 2)}
+def count_pairs(labels: list) -> int:
+    """Pairs of items with equal labels (None never pairs)."""
+    return sum(n * (n - 1) // 2 for label, n in Counter(labels).items() if label is not None)
 
 
-def true_pairs(keys: list[str | None], langs: np.ndarray, cross_lingual_only: bool) -> set[tuple[int, int]]:
-    """Pairs of documents with the same key (the cross-lingual ones only, when that is what was asked)."""
-    by_key: dict[str, list[int]] = {}
-    for position, key in enumerate(keys):
-        if key is not None:
-            by_key.setdefault(key, []).append(position)
-    return {(a, b) for members in by_key.values() for a, b in combinations(members, 2)
-            if not cross_lingual_only or langs[a] != langs[b]}
+class PairCounter:
+    """Counts, for a set of groups, the document pairs they imply and how many of those share a key,
+    without listing the pairs (a low threshold chains hundreds of documents into one group). With
+    `cross_lingual_only`, pairs within one language are not counted."""
 
+    def __init__(self, keys: list[str | None], langs: np.ndarray, cross_lingual_only: bool) -> None:
+        self.keys, self.langs, self.cross_lingual_only = keys, langs.tolist(), cross_lingual_only
 
-def pair_scores(found: set, truth: set) -> dict:
-    correct = len(found & truth)
-    precision = correct / len(found) if found else 1.0
-    recall = correct / len(truth) if truth else 1.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
-            "pairs_found": len(found), "pairs_true": len(truth), "pairs_correct": correct}
+    def _pairs(self, members: list[int], keyed: bool) -> int:
+        labels = [self.keys[m] if keyed else 0 for m in members]
+        same_language = count_pairs([(label, self.langs[m]) if label is not None else None
+                                     for label, m in zip(labels, members)]) if self.cross_lingual_only else 0
+        return count_pairs(labels) - same_language
+
+    def truth(self) -> int:
+        return self._pairs(list(range(len(self.keys))), keyed=True)
+
+    def scores(self, groups: list[np.ndarray]) -> dict:
+        found = sum(self._pairs(g.tolist(), keyed=False) for g in groups)
+        correct = sum(self._pairs(g.tolist(), keyed=True) for g in groups)
+        truth = self.truth()
+        precision = correct / found if found else 1.0
+        recall = correct / truth if truth else 1.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
+                "pairs_found": found, "pairs_true": truth, "pairs_correct": correct}
 
 
 def evaluate_duplicates(index: IndexReader, found: Duplicates, truth_field: str, cross_lingual_only: bool = False) -> dict:
@@ -46,15 +57,15 @@ def evaluate_duplicates(index: IndexReader, found: Duplicates, truth_field: str,
     at the threshold that would have maximised F1 (swept over the candidate margins' quantiles)."""
     documents = found.documents
     langs = index.column("lang")[documents.first_rows].astype(str)
-    truth = true_pairs(document_field(index, documents, truth_field), langs, cross_lingual_only)
+    counter = PairCounter(document_field(index, documents, truth_field), langs, cross_lingual_only)
     best = {"f1": -1.0}
     for threshold in np.unique(np.quantile(found.pairs.margins, np.linspace(0, 1, SWEEP_STEPS + 1))):
         linked = found.pairs.subset(found.pairs.margins >= threshold)
-        scores = pair_scores(group_pairs(link_groups(len(documents), linked.left, linked.right)), truth)
+        scores = counter.scores(link_groups(len(documents), linked.left, linked.right))
         if scores["f1"] > best["f1"]:
             best = {"threshold": round(float(threshold), 4), **scores}
-    return {"truth_field": truth_field, "threshold": round(found.threshold, 4),
-            **pair_scores(group_pairs(found.members), truth), "best_in_hindsight": best}
+    return {"truth_field": truth_field, "threshold": round(found.threshold, 4), **counter.scores(found.members),
+            "best_in_hindsight": best}
 
 
 def near_copy(text: str) -> str:
@@ -86,6 +97,13 @@ def tatoeba_dedup_mix(directory: Path, pair: str = "cmn-eng", lines: int = 1000,
         records.append({**original, "id": f"{original['id']}-{'copy' if exact else 'near'}",
                         "text": original["text"] if exact else near_copy(original["text"])})
     return records
+
+
+def write_tatoeba_mix(directory: Path, pair: str, out: Path, lines: int = 1000, copies: int = 40) -> Path:
+    """`tatoeba_dedup_mix` as a JSONL corpus for `xlsearch index` (then `xlsearch dedup --truth-field meaning`)."""
+    with open(out, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in tatoeba_dedup_mix(directory, pair, lines, copies))
+    return Path(out)
 
 
 def _meanings(texts: list[tuple[str, str]]) -> list[str]:
