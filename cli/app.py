@@ -475,7 +475,7 @@ def cluster(
         render.print_json({"index": str(index_dir), "documents": len(result.documents), "clusters": described,
                            **({"groups_kept_together": kept} if kept else {})})
         return
-    caption = (f"{group_field} groups wholly in one cluster: {kept['together']}/{kept['groups']} ({kept['share']:.1%})"
+    caption = (f"groups ({group_field!r}) wholly in one cluster: {kept['together']}/{kept['groups']} ({kept['share']:.1%})"
                if kept else None)
     render.stdout.print(render.clusters_table(described, f"{len(described)} clusters of {len(result.documents)} documents", caption))
 
