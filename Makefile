@@ -4,13 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Re-installs only when pyproject.toml changes, so a second `make index` installs nothing.
 INSTALLED := $(VENV)/.installed
+# cpu: faiss-cpu; gpu: faiss-gpu-cu12 (same module, CUDA 12 driver needed). Switching: `make clean-venv`.
+FAISS ?= cpu
 
-.PHONY: index test bench bench-quick clean
+.PHONY: index test bench bench-quick clean clean-venv
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=23.1"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,$(FAISS)]'
 	touch $@
 
 index: $(INSTALLED)
@@ -28,3 +30,6 @@ bench-quick: $(INSTALLED)
 
 clean:
 	rm -rf indexes .pytest_cache
+
+clean-venv:
+	rm -rf $(VENV)

