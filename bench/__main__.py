@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-RESULTS = Path(__file__).parent / "results"
+from bench import RESULTS
+
 BENCHMARKS = ("index_types", "cold_query", "pipeline", "concurrency")
 console = Console(width=250)  # wide tables stay whole in a log or a pipe
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from bench import RESULTS
 from bench.realistic_vectors import TATOEBA, FittedGaussian
 from engine.embedders import create_embedder
 from engine.store import write_index
@@ -52,7 +53,7 @@ def timed(command: list[str]) -> float:
 
 
 def run(gaussian: FittedGaussian, count: int, repeats: int) -> dict:
-    with tempfile.TemporaryDirectory(dir=Path(__file__).parent / "results") as scratch:
+    with tempfile.TemporaryDirectory(dir=RESULTS) as scratch:
         index_dir = Path(scratch) / "index"
         started = time.perf_counter()
         manifest = build_index(index_dir, gaussian, count)

@@ -13,6 +13,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from bench import RESULTS
 from bench.realistic_vectors import FittedGaussian
 from engine.index_types import choose_plan
 
@@ -40,7 +41,7 @@ def run(sample: np.ndarray, quick: bool, progress=print) -> list[dict]:
     for count, dim, kinds in QUICK if quick else FULL:
         gaussian = FittedGaussian(sample if dim >= sample.shape[1] else sample[:, :dim], dim)
         auto = choose_plan("auto", count, dim).key
-        with tempfile.TemporaryDirectory(dir=Path(__file__).parent / "results") as scratch:
+        with tempfile.TemporaryDirectory(dir=RESULTS) as scratch:
             prepare(Path(scratch), gaussian, count)
             for kind, storage in kinds:
                 single = 50 if kind == "flat" and count * dim > 50_000_000 else 200

