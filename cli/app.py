@@ -485,7 +485,7 @@ def cluster(
 def serve(
     index_dir: IndexDir,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     backend: Backend = None,
     endpoint: Endpoint = None,
     model: Model = None,

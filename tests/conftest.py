@@ -49,6 +49,13 @@ def xlsearch_json(*args: str, env: dict | None = None):
     return json.loads(result.stdout)
 
 
+def build_index(corpus, index_dir: Path) -> Path:
+    """`xlsearch index CORPUS --index DIR`, which must succeed."""
+    result = xlsearch("index", corpus, "--index", index_dir)
+    assert result.returncode == 0, result.stderr
+    return index_dir
+
+
 def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str, code: int = 2) -> None:
     """Exit code as given, one line on stderr naming the culprit, and no traceback."""
     assert result.returncode == code, (result.returncode, result.stdout, result.stderr)

@@ -7,18 +7,12 @@ import json
 import pytest
 
 from engine.evaluation.dedup_eval import write_tatoeba_mix
-from tests.conftest import DEMO_CORPUS, assert_clean_failure, xlsearch, xlsearch_json
-
-
-def build(corpus, index_dir):
-    result = xlsearch("index", corpus, "--index", index_dir)
-    assert result.returncode == 0, result.stderr
-    return index_dir
+from tests.conftest import DEMO_CORPUS, assert_clean_failure, build_index, xlsearch, xlsearch_json
 
 
 @pytest.fixture(scope="module")
 def demo_index(tmp_path_factory):
-    return build(DEMO_CORPUS, tmp_path_factory.mktemp("demo") / "index")
+    return build_index(DEMO_CORPUS, tmp_path_factory.mktemp("demo") / "index")
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +20,7 @@ def tatoeba_index(tmp_path_factory, tatoeba):
     """300 English and 300 Chinese sentences of Tatoeba cmn-eng (150 translation pairs) and 20 copies."""
     directory = tmp_path_factory.mktemp("tatoeba")
     corpus = write_tatoeba_mix(tatoeba, "cmn-eng", directory / "mix.jsonl", lines=450, copies=20)
-    return build(corpus, directory / "index")
+    return build_index(corpus, directory / "index")
 
 
 def test_dedup_finds_translations_and_copies_in_a_tatoeba_mix(tatoeba_index):
@@ -116,11 +110,9 @@ def test_cluster_table_on_the_tatoeba_index(tatoeba_index):
     assert "8 clusters of 620 documents" in result.stdout and "[zh]" in result.stdout and "[en]" in result.stdout
 
 
-def test_applications_refuse_bad_input_with_one_clear_line(demo_index, tmp_path):
+def test_applications_refuse_bad_input_with_one_clear_line(demo_index):
     assert_clean_failure(xlsearch("similar", "--index", demo_index, "--id", "no-such-doc"), "--id", "no-such-doc")
     assert_clean_failure(xlsearch("similar", "--index", demo_index, "--id", "weather-walk-zh", "--lang", "xx-nope"), "xx-nope")
     assert_clean_failure(xlsearch("cluster", "--index", demo_index, "-n", "1000"), "-n 1000")
-    assert_clean_failure(xlsearch("cluster", "--index", demo_index, "-n", "0"), "-n")
     assert_clean_failure(xlsearch("dedup", "--index", demo_index, "--threshold", "abc"), "--threshold")
     assert_clean_failure(xlsearch("dedup", "--index", demo_index, "--truth-field", "colour"), "colour")
-    assert_clean_failure(xlsearch("dedup", "--index", tmp_path / "missing"), "missing")

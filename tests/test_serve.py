@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import DEMO_CORPUS, ROOT, free_port, wait_for_http, xlsearch
+from tests.conftest import DEMO_CORPUS, ROOT, build_index, free_port, wait_for_http
 
 WEATHER_QUERY = "今天天气真好，适合出去散步"
 CHROMIUM = "/usr/bin/chromium"
@@ -20,9 +20,7 @@ CHROMIUM = "/usr/bin/chromium"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    index_dir = tmp_path_factory.mktemp("serve") / "index"
-    built = xlsearch("index", DEMO_CORPUS, "--index", index_dir)
-    assert built.returncode == 0, built.stderr
+    index_dir = build_index(DEMO_CORPUS, tmp_path_factory.mktemp("serve") / "index")
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "cli.app", "serve", "--index", str(index_dir), "--port", str(port)],
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -35,21 +33,17 @@ def server(tmp_path_factory):
         process.wait(timeout=10)
 
 
-def get(url: str) -> tuple[int, dict]:
+def get(request: str | urllib.request.Request) -> tuple[int, dict]:
+    """Status and JSON body, for errors too."""
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
 
 
 def post(url: str, body: bytes) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return get(urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST"))
 
 
 def search_url(base: str, **params) -> str:
