@@ -4,6 +4,7 @@ plus injected exact and near copies)."""
 
 import json
 
+import numpy as np
 import pytest
 
 from engine.evaluation.dedup_eval import write_tatoeba_mix
@@ -116,3 +117,35 @@ def test_applications_refuse_bad_input_with_one_clear_line(demo_index):
     assert_clean_failure(xlsearch("cluster", "--index", demo_index, "-n", "1000"), "-n 1000")
     assert_clean_failure(xlsearch("dedup", "--index", demo_index, "--threshold", "abc"), "--threshold")
     assert_clean_failure(xlsearch("dedup", "--index", demo_index, "--truth-field", "colour"), "colour")
+
+
+def test_otsu_threshold_cuts_between_two_populations():
+    from engine.dedup import otsu_threshold
+
+    rng = np.random.default_rng(7)
+    without = rng.normal(1.0, 0.05, 300)  # best margins of documents without a duplicate
+    with_duplicate = rng.normal(1.6, 0.1, 60)
+    threshold = otsu_threshold(np.concatenate([without, with_duplicate]))
+    assert without.max() < threshold < with_duplicate.min()
+    assert otsu_threshold(np.ones(5)) == np.inf  # nothing to split: nothing is linked
+
+
+def test_groups_and_pair_counts_match_a_listing_of_the_pairs():
+    from itertools import combinations
+
+    from engine.dedup import link_groups
+    from engine.evaluation.dedup_eval import PairCounter
+
+    groups = link_groups(7, np.array([0, 1, 4]), np.array([1, 2, 5]))
+    assert [g.tolist() for g in groups] == [[0, 1, 2], [4, 5]]
+    keys = ["a", "a", "b", None, "c", "c", "a"]
+    langs = np.array(["en", "zh", "en", "en", "en", "en", "zh"])
+    for cross_lingual_only in (False, True):
+        def counted(pairs):
+            return sum(1 for x, y in pairs if not cross_lingual_only or langs[x] != langs[y])
+        found = [p for g in groups for p in combinations(g.tolist(), 2)]
+        correct = [(x, y) for x, y in found if keys[x] is not None and keys[x] == keys[y]]
+        truth = [(x, y) for x, y in combinations(range(7), 2) if keys[x] is not None and keys[x] == keys[y]]
+        scores = PairCounter(keys, langs, cross_lingual_only).scores(groups)
+        expected = (counted(found), counted(correct), counted(truth))
+        assert (scores["pairs_found"], scores["pairs_correct"], scores["pairs_true"]) == expected

@@ -8,19 +8,23 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
+from engine.evaluation.dedup_eval import write_tatoeba_mix
 from tests.conftest import DEMO_CORPUS, ROOT, build_index, free_port, wait_for_http
 
 WEATHER_QUERY = "今天天气真好，适合出去散步"
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    index_dir = build_index(DEMO_CORPUS, tmp_path_factory.mktemp("serve") / "index")
+@contextmanager
+def serving(index_dir: Path) -> Iterator[str]:
+    """`xlsearch serve` on a free loopback port, until the block ends; yields its base URL."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "cli.app", "serve", "--index", str(index_dir), "--port", str(port)],
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -31,6 +35,12 @@ def server(tmp_path_factory):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with serving(build_index(DEMO_CORPUS, tmp_path_factory.mktemp("serve") / "index")) as base:
+        yield base
 
 
 def get(request: str | urllib.request.Request) -> tuple[int, dict]:
@@ -115,6 +125,18 @@ def test_concurrent_requests_all_get_their_own_answers(server):
     assert all(status == 200 for status, _ in answers)
     assert [body["query"] for _, body in answers] == queries
     assert all(body["hits"] == expected[body["query"]] for _, body in answers)
+
+
+def test_serving_a_tatoeba_index(tmp_path, tatoeba):
+    # the mix the applications tests index, so its sentences come from the embedding cache
+    corpus = write_tatoeba_mix(tatoeba, "cmn-eng", tmp_path / "mix.jsonl", lines=450, copies=20)
+    with serving(build_index(corpus, tmp_path / "index")) as base:
+        status, health = get(base + "/health")
+        assert status == 200 and health["documents"] == 620 and set(health["languages"]) == {"en", "zh"}
+        status, body = get(search_url(base, q="The teacher said that the earth is round.", k=1, lang="zh"))
+        assert status == 200 and body["hits"][0]["id"] == "zh-151", body
+        status, body = get(base + "/docs/zh-151")
+        assert status == 200 and body["text"] == "老師說地球是圓的。"
 
 
 def run_chromium(url: str, *args: str, tmp_path) -> str:
