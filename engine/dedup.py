@@ -10,7 +10,10 @@ The default threshold comes from the index itself: Otsu's split of every documen
 document with a duplicate has a best margin well above its neighbourhood, one without has a best
 margin near 1, so these values fall into two populations, and Otsu's rule picks the cut that best
 separates them (the largest between-class variance). It assumes both populations exist: on an index
-with no duplicates at all it still cuts somewhere, so give --threshold there."""
+with no duplicates at all it still cuts somewhere, and on one where every document has a duplicate it
+cuts inside that population; give a threshold there. Where each text has many versions (8 translations
+of every demo sentence), a translation's k neighbours are its other translations and its margin stays
+near 1, so the fitted threshold is too strict there as well."""
 
 from __future__ import annotations
 
@@ -91,11 +94,13 @@ def candidate_pairs(index: IndexReader, documents: DocumentRows, k: int = MARGIN
             progress(stop, len(vectors))
     other = (rows >= 0) & (documents.of_row[np.maximum(rows, 0)] != documents.of_row[:, None])
     order = np.argsort(np.where(other, -scores, np.inf), axis=1, kind="stable")[:, :k]
-    scores, rows = np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
+    found = np.take_along_axis(other, order, 1)  # false only where a tiny index has fewer than k others
+    scores = np.where(found, np.take_along_axis(scores, order, 1), -np.inf)
+    rows = np.take_along_axis(rows, order, 1)
     near = neighbourhood(scores, k)
-    margins = ratio_margin(scores, near, near[rows]).ravel().astype(np.float64)
-    a = np.repeat(documents.of_row, k)
-    b = documents.of_row[rows.ravel()]
+    margins = ratio_margin(scores, near, near[np.maximum(rows, 0)])[found].astype(np.float64)
+    a = np.repeat(documents.of_row, k)[found.ravel()]
+    b = documents.of_row[rows[found]]
     left, right = np.minimum(a, b), np.maximum(a, b)
     # The same document pair comes up from both sides and from several chunks: keep its best margin.
     by_margin = np.argsort(-margins, kind="stable")

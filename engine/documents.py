@@ -46,14 +46,15 @@ def document_row_ids(index: IndexReader, doc_id: str, option: str = "--id") -> n
 
 
 def read_document(index: IndexReader, doc_id: str) -> dict:
-    """One stored document whole: its chunks joined again at their recorded character offsets."""
+    """One stored document whole: its chunks joined again at their recorded character offsets. Chunks
+    may overlap (the overlap is kept once) or leave a gap, the whitespace the chunker trimmed from their
+    ends; a gap comes back as that many spaces, so offsets still point at the same characters."""
     rows = document_row_ids(index, doc_id)
     chunks = index.rows(rows, ["lang", "text", "source", "start", "end", "extra"])
-    text, written = "", 0
+    text = ""
     for chunk in chunks:
-        # Consecutive chunks overlap: keep only what lies past the text already rebuilt.
-        text += str(chunk["text"])[max(0, written - int(chunk["start"])):]
-        written = max(written, int(chunk["end"]))
+        start = int(chunk["start"])
+        text += " " * (start - len(text)) + str(chunk["text"])[max(0, len(text) - start):]
     first = chunks[0]
     extra = json.loads(first["extra"]) if first["extra"] else {}
     return {"id": doc_id, "lang": str(first["lang"]), "text": text, "source": str(first["source"]),

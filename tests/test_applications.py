@@ -149,3 +149,29 @@ def test_groups_and_pair_counts_match_a_listing_of_the_pairs():
         scores = PairCounter(keys, langs, cross_lingual_only).scores(groups)
         expected = (counted(found), counted(correct), counted(truth))
         assert (scores["pairs_found"], scores["pairs_correct"], scores["pairs_true"]) == expected
+
+
+def test_chunked_documents_are_compared_whole(tmp_path):
+    """Documents of four demo sentences each, split into one chunk per sentence: a document is its
+    chunks together, for duplicates, for similar documents and when read back. Half of the English
+    documents have a German version (the default threshold needs documents without one, too)."""
+    from engine.documents import read_document
+    from engine.store import IndexReader
+
+    records = [json.loads(line) for line in (DEMO_CORPUS / "demo.jsonl").read_text(encoding="utf-8").splitlines()]
+    texts = {(r["group"], r["lang"]): r["text"] for r in records if r["group"]}
+    groups = sorted({group for group, _ in texts})
+    documents = [{"id": f"doc{i}-{lang}", "lang": lang, "text": " ".join(texts[g, lang] for g in groups[i:i + 4])}
+                 for lang, starts in (("en", range(0, 40, 4)), ("de", range(0, 20, 4))) for i in starts]
+    corpus = tmp_path / "long.jsonl"
+    corpus.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in documents), encoding="utf-8")
+    built = xlsearch("index", corpus, "--index", tmp_path / "index", "--chunk-size", "120", "--format", "json")
+    assert built.returncode == 0, built.stderr
+    assert json.loads(built.stdout)["vectors"] == 60  # 15 documents, 4 chunks each
+    report = xlsearch_json("dedup", "--index", tmp_path / "index", "--cross-lingual-only")
+    found = sorted(sorted(d["id"] for d in g["documents"]) for g in report["groups"])
+    assert found == sorted([f"doc{i}-de", f"doc{i}-en"] for i in range(0, 20, 4)), found
+    hits = xlsearch_json("similar", "--index", tmp_path / "index", "--id", "doc8-en", "--lang", "de", "-k", "2")["hits"]
+    assert hits[0]["id"] == "doc8-de" and "chunk" in hits[0]
+    index = IndexReader(tmp_path / "index")
+    assert all(read_document(index, d["id"])["text"] == d["text"] for d in documents)
