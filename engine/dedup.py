@@ -6,14 +6,15 @@ k nearest neighbours. A translation or a copy stands out from a document's neigh
 that is merely close to everything (a hub) does not. Pairs at or above the threshold are linked, and
 linked documents form groups (transitively).
 
-The default threshold comes from the index itself: Otsu's split of every document's best margin. A
-document with a duplicate has a best margin well above its neighbourhood, one without has a best
-margin near 1, so these values fall into two populations, and Otsu's rule picks the cut that best
-separates them (the largest between-class variance). It assumes both populations exist: on an index
-with no duplicates at all it still cuts somewhere, and on one where every document has a duplicate it
-cuts inside that population; give a threshold there. Where each text has many versions (8 translations
-of every demo sentence), a translation's k neighbours are its other translations and its margin stays
-near 1, so the fitted threshold is too strict there as well."""
+The default threshold comes from the index itself: Otsu's split of every document's two best margins.
+A document's best margin is to its duplicate or translation where it has one; its second best, where it
+has only one, is to something it merely resembles, and so is the best margin of a document without any.
+These values fall into two populations, and Otsu's rule picks the cut that best separates them (the
+largest between-class variance). Taking the second best too keeps the unrelated population present even
+when every document has a duplicate (a fully parallel corpus). On an index with no duplicates at all
+the rule still cuts somewhere: give a threshold there. Where each text has several versions (8
+translations of every demo sentence), a translation's neighbourhood is its other translations, its
+margin stays near 1, and the fitted cut lets some unrelated pairs in."""
 
 from __future__ import annotations
 
@@ -43,12 +44,14 @@ class CandidatePairs:
     def subset(self, keep: np.ndarray) -> CandidatePairs:
         return CandidatePairs(self.left[keep], self.right[keep], self.margins[keep])
 
-    def best_margins(self, documents: int) -> np.ndarray:
-        """Each document's highest margin to any candidate (0 for a document with none)."""
-        best = np.zeros(documents, dtype=np.float64)
-        np.maximum.at(best, self.left, self.margins)
-        np.maximum.at(best, self.right, self.margins)
-        return best
+    def top_margins(self, per_document: int) -> np.ndarray:
+        """The `per_document` highest margins of every document (fewer where it has fewer candidates)."""
+        documents = np.concatenate([self.left, self.right])
+        margins = np.concatenate([self.margins, self.margins])
+        order = np.lexsort((-margins, documents))
+        documents, margins = documents[order], margins[order]
+        first = np.searchsorted(documents, documents)  # where each document's run starts
+        return margins[np.arange(len(documents)) - first < per_document]
 
 
 @dataclass
@@ -155,9 +158,8 @@ def find_duplicates(index: IndexReader, threshold: float | None = None, cross_li
     if cross_lingual_only:
         pairs = pairs.subset(langs[pairs.left] != langs[pairs.right])
     if threshold is None:
-        best = pairs.best_margins(len(documents))
-        threshold = otsu_threshold(best[best > 0])
-        rule = "Otsu split of each document's best margin"
+        threshold = otsu_threshold(pairs.top_margins(2))
+        rule = "Otsu split of each document's two best margins"
     else:
         rule = "given"
     linked = pairs.subset(pairs.margins >= threshold)

@@ -3,6 +3,7 @@ the demo index and on a Tatoeba mix (English and Chinese, half of each with its 
 plus injected exact and near copies)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -27,8 +28,8 @@ def tatoeba_index(tmp_path_factory, tatoeba):
 def test_dedup_finds_translations_and_copies_in_a_tatoeba_mix(tatoeba_index):
     report = xlsearch_json("dedup", "--index", tatoeba_index, "--truth-field", "meaning")
     evaluation = report["evaluation"]
-    # measured: precision 0.843, recall 0.638 at the Otsu threshold 1.336 (best in hindsight: F1 0.761)
-    assert evaluation["precision"] >= 0.8 and evaluation["recall"] >= 0.6, evaluation
+    # measured: precision 0.802, recall 0.724 at the fitted threshold 1.256 (best in hindsight: the same)
+    assert evaluation["precision"] >= 0.76 and evaluation["recall"] >= 0.68, evaluation
     assert evaluation["best_in_hindsight"]["f1"] >= evaluation["f1"]
     assert report["threshold_rule"].startswith("Otsu") and 1.1 < report["threshold"] < 1.5
     grouped = {doc["id"]: number for number, group in enumerate(report["groups"]) for doc in group["documents"]}
@@ -46,20 +47,23 @@ def test_dedup_cross_lingual_only_links_languages_and_writes_jsonl(tatoeba_index
     assert len(groups) > 100
     assert all(len(g["languages"]) >= 2 and g["size"] == len(g["documents"]) for g in groups)
     evaluation = json.loads(result.stderr.strip().splitlines()[-1])
-    # measured: precision 0.924, recall 0.733 over the 165 cross-lingual true pairs
-    assert evaluation["precision"] >= 0.87 and evaluation["recall"] >= 0.68, evaluation
+    # measured: precision 0.919, recall 0.752 over the 165 cross-lingual true pairs
+    assert evaluation["precision"] >= 0.87 and evaluation["recall"] >= 0.7, evaluation
 
 
-def test_dedup_on_the_demo_recovers_translation_groups_at_a_given_threshold(demo_index):
-    report = xlsearch_json("dedup", "--index", demo_index, "--threshold", "0.9", "--truth-field", "group")
-    assert report["threshold"] == 0.9 and report["threshold_rule"] == "given"
+def test_dedup_on_the_demo_recovers_translation_groups(demo_index):
+    report = xlsearch_json("dedup", "--index", demo_index, "--truth-field", "group")
     evaluation = report["evaluation"]
-    # eight versions of each sentence: the ratio margin of a translation is near 1 (its neighbourhood is
-    # its other translations), so the data-chosen threshold is too strict here; 0.9 recovers the groups
-    assert evaluation["precision"] >= 0.85 and evaluation["recall"] >= 0.9, evaluation
-    table = xlsearch("dedup", "--index", demo_index)
+    # eight versions of each sentence: a translation's neighbourhood is its other translations, so its
+    # margin is near 1 and the fitted cut (0.832) lets unrelated pairs in too: measured precision 0.579,
+    # recall 0.994
+    assert evaluation["precision"] >= 0.5 and evaluation["recall"] >= 0.95, evaluation
+    table = xlsearch("dedup", "--index", demo_index, "--threshold", "0.9", "--cross-lingual-only", "--truth-field", "group")
     assert table.returncode == 0, table.stderr
-    assert "margin threshold" in table.stdout and "weather-walk-" in table.stdout
+    assert "margin threshold 0.9 (given)" in table.stdout and "weather-walk-" in table.stdout
+    # measured at 0.9: precision 0.923, recall 0.974
+    precision, recall = map(float, re.search(r"precision ([\d.]+), recall ([\d.]+)", table.stdout).groups())
+    assert precision >= 0.88 and recall >= 0.95, table.stdout[-400:]
 
 
 def test_similar_finds_the_translation_in_the_asked_language_first(demo_index):
