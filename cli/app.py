@@ -409,7 +409,8 @@ def dedup(
         from engine.evaluation.dedup_eval import evaluate_duplicates
 
         evaluation = evaluate_duplicates(index, found, truth_field, cross_lingual_only)
-    summary = {"index": str(index_dir), "documents": len(found.documents), "threshold": round(found.threshold, 4),
+    threshold_shown = round(found.threshold, 4) if found.threshold != float("inf") else None  # no pairs at all
+    summary = {"index": str(index_dir), "documents": len(found.documents), "threshold": threshold_shown,
                "threshold_rule": found.threshold_rule, "cross_lingual_only": cross_lingual_only, "group_count": len(groups),
                "grouped_documents": sum(g["size"] for g in groups)}
     if fmt == "jsonl":
@@ -420,7 +421,7 @@ def dedup(
         render.print_json({**summary, **({"evaluation": evaluation} if evaluation else {}), "groups": groups})
     else:
         title = (f"{summary['group_count']} groups, {summary['grouped_documents']} of {summary['documents']} documents; "
-                 f"margin threshold {summary['threshold']} ({found.threshold_rule})")
+                 f"margin threshold {threshold_shown if threshold_shown is not None else 'none: no candidate pairs'} ({found.threshold_rule})")
         render.stdout.print(render.duplicates_table(groups, title))
         if evaluation:
             render.stdout.print(render.dedup_evaluation_line(evaluation))

@@ -116,8 +116,10 @@ def otsu_threshold(values: np.ndarray) -> float:
     """The cut between two populations of `values` with the largest between-class variance; halfway
     between the two values it falls between."""
     values = np.sort(np.asarray(values, dtype=np.float64))
-    if len(values) < 2 or values[0] == values[-1]:
+    if len(values) == 0:
         return float(np.inf)
+    if values[0] == values[-1]:  # one population: a cut just above it, so nothing is linked
+        return float(np.nextafter(values[-1], np.inf))
     total = len(values)
     below = np.arange(1, total)
     sums = np.cumsum(values)[:-1]
@@ -144,8 +146,10 @@ def link_groups(documents: int, left: np.ndarray, right: np.ndarray) -> list[np.
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
     roots = np.array([root(node) for node in range(documents)], dtype=np.int64)
-    sizes = np.bincount(roots, minlength=documents)
-    return [np.flatnonzero(roots == r) for r in np.flatnonzero(sizes > 1)]
+    by_root = np.argsort(roots, kind="stable")
+    starts = np.flatnonzero(np.diff(roots[by_root], prepend=-1))
+    components = np.split(by_root, starts[1:])
+    return [members for members in components if len(members) > 1]
 
 
 def find_duplicates(index: IndexReader, threshold: float | None = None, cross_lingual_only: bool = False,
