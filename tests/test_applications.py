@@ -19,17 +19,17 @@ def demo_index(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tatoeba_index(tmp_path_factory, tatoeba):
-    """300 English and 300 Chinese sentences of Tatoeba cmn-eng (150 translation pairs) and 20 copies."""
+    """200 English and 200 Chinese sentences of Tatoeba cmn-eng (100 translation pairs) and 20 copies."""
     directory = tmp_path_factory.mktemp("tatoeba")
-    corpus = write_tatoeba_mix(tatoeba, "cmn-eng", directory / "mix.jsonl", lines=450, copies=20)
+    corpus = write_tatoeba_mix(tatoeba, "cmn-eng", directory / "mix.jsonl", lines=300, copies=20)
     return build_index(corpus, directory / "index")
 
 
 def test_dedup_finds_translations_and_copies_in_a_tatoeba_mix(tatoeba_index):
     report = xlsearch_json("dedup", "--index", tatoeba_index, "--truth-field", "meaning")
     evaluation = report["evaluation"]
-    # measured: precision 0.802, recall 0.724 at the fitted threshold 1.256 (best in hindsight: the same)
-    assert evaluation["precision"] >= 0.76 and evaluation["recall"] >= 0.68, evaluation
+    # measured: precision 0.846, recall 0.652 at the fitted threshold 1.286 (best in hindsight: F1 0.758)
+    assert evaluation["precision"] >= 0.8 and evaluation["recall"] >= 0.6, evaluation
     assert evaluation["best_in_hindsight"]["f1"] >= evaluation["f1"]
     assert report["threshold_rule"].startswith("Otsu") and 1.1 < report["threshold"] < 1.5
     grouped = {doc["id"]: number for number, group in enumerate(report["groups"]) for doc in group["documents"]}
@@ -44,11 +44,11 @@ def test_dedup_cross_lingual_only_links_languages_and_writes_jsonl(tatoeba_index
                       "--format", "jsonl")
     assert result.returncode == 0, result.stderr
     groups = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(groups) > 100
+    assert len(groups) > 60
     assert all(len(g["languages"]) >= 2 and g["size"] == len(g["documents"]) for g in groups)
     evaluation = json.loads(result.stderr.strip().splitlines()[-1])
-    # measured: precision 0.919, recall 0.752 over the 165 cross-lingual true pairs
-    assert evaluation["precision"] >= 0.87 and evaluation["recall"] >= 0.7, evaluation
+    # measured: precision 0.975, recall 0.670 over the 115 cross-lingual true pairs
+    assert evaluation["precision"] >= 0.93 and evaluation["recall"] >= 0.62, evaluation
 
 
 def test_dedup_on_the_demo_recovers_translation_groups(demo_index):
@@ -112,7 +112,7 @@ def test_cluster_keeps_translations_together(demo_index):
 def test_cluster_table_on_the_tatoeba_index(tatoeba_index):
     result = xlsearch("cluster", "--index", tatoeba_index, "-n", "8")
     assert result.returncode == 0, result.stderr
-    assert "8 clusters of 620 documents" in result.stdout and "[zh]" in result.stdout and "[en]" in result.stdout
+    assert "8 clusters of 420 documents" in result.stdout and "[zh]" in result.stdout and "[en]" in result.stdout
 
 
 def test_applications_refuse_bad_input_with_one_clear_line(demo_index):

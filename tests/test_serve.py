@@ -129,10 +129,10 @@ def test_concurrent_requests_all_get_their_own_answers(server):
 
 def test_serving_a_tatoeba_index(tmp_path, tatoeba):
     # the mix the applications tests index, so its sentences come from the embedding cache
-    corpus = write_tatoeba_mix(tatoeba, "cmn-eng", tmp_path / "mix.jsonl", lines=450, copies=20)
+    corpus = write_tatoeba_mix(tatoeba, "cmn-eng", tmp_path / "mix.jsonl", lines=300, copies=20)
     with serving(build_index(corpus, tmp_path / "index")) as base:
         status, health = get(base + "/health")
-        assert status == 200 and health["documents"] == 620 and set(health["languages"]) == {"en", "zh"}
+        assert status == 200 and health["documents"] == 420 and set(health["languages"]) == {"en", "zh"}
         status, body = get(search_url(base, q="The teacher said that the earth is round.", k=1, lang="zh"))
         assert status == 200 and body["hits"][0]["id"] == "zh-151", body
         status, body = get(base + "/docs/zh-151")
@@ -164,6 +164,3 @@ def test_the_page_runs_a_query_in_a_real_browser(server, tmp_path):
     assert "8 hits in" in dom
     error_page = run_chromium(f"{server}/?q=x&k=0", "--dump-dom", tmp_path=tmp_path)
     assert 'class="error"' in error_page and "k: Input should be greater than or equal to 1" in error_page
-    screenshot = tmp_path / "page.png"
-    run_chromium(url, f"--screenshot={screenshot}", "--window-size=1200,800", "--hide-scrollbars", tmp_path=tmp_path)
-    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 10_000
