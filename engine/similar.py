@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
-
 from engine.documents import document_row_ids
 from engine.languages import parse_lang_list
 from engine.search import Hit, Searcher
