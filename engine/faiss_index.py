@@ -1,7 +1,11 @@
 """Build a FAISS index from a plan (on the GPU when asked and able), tune its search depth against
-exact search, and search it with a row filter whatever its type."""
+exact search on held-out rows, and search it (row filter, exact re-scoring of lossy codes) whatever its
+type."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
@@ -15,6 +19,8 @@ TUNING_QUERIES = 500
 TUNING_K = 10
 TRAIN_POINTS_PER_LIST = 64  # k-means quality levels off well before FAISS's 256-per-list cap
 ADD_BATCH = 65_536
+RERANK_FACTOR = 10  # candidates per wanted hit that a product-quantised index hands to exact re-scoring
+BLAS_QUERIES = 16  # up to this many queries, an exact flat scan is a BLAS product (all cores)
 # mmap of the stored codes: a query loads only the pages it touches (IVF lists, flat blocks)
 READ_FLAGS = faiss.IO_FLAG_MMAP_IFC
 
@@ -35,8 +41,18 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def build_faiss_index(plan: IndexPlan, vectors: np.ndarray, device: str = "cpu", seed: int = 0) -> tuple[faiss.Index, str]:
-    """The trained, filled index in its CPU form (which loads anywhere), and the device that built it.
+@dataclass
+class BuiltIndex:
+    index: faiss.Index
+    device: str  # where it was trained and filled
+    tuning: dict  # {"params": {...}, "recall@10": r, "queries": q}
+
+
+def build_faiss_index(plan: IndexPlan, vectors: np.ndarray, device: str = "cpu", target: float = TARGET_RECALL,
+                      seed: int = 0) -> BuiltIndex:
+    """The trained, filled and tuned index in its CPU form (which loads anywhere). The last rows (up to
+    TUNING_QUERIES, a tenth at most) are held out while everything else is added: they are the queries
+    that tune the search depth against exact search, then they are added too, so row ids stay positions.
     HNSW has no GPU form and is built on the CPU."""
     try:
         index = faiss.index_factory(vectors.shape[1], plan.key, faiss.METRIC_INNER_PRODUCT)
@@ -51,11 +67,21 @@ def build_faiss_index(plan: IndexPlan, vectors: np.ndarray, device: str = "cpu",
         index = faiss.index_cpu_to_gpu(resources, 0, index)
     if not index.is_trained:
         index.train(_training_sample(index, vectors, seed))
-    for start in range(0, len(vectors), ADD_BATCH):
-        index.add(np.ascontiguousarray(vectors[start:start + ADD_BATCH], dtype=np.float32))
+    held_out = min(TUNING_QUERIES, len(vectors) // 10)
+    kept = len(vectors) - held_out
+    _add(index, vectors[:kept])
     if on_gpu:
         index = faiss.index_gpu_to_cpu(index)
-    return index, "gpu" if on_gpu else "cpu"
+    base = np.ascontiguousarray(vectors[:kept], dtype=np.float32)
+    rerank = RERANK_FACTOR if is_lossy(index) else 1
+    tuning = tune(index, base, np.ascontiguousarray(vectors[kept:], dtype=np.float32), target, rerank)
+    _add(index, vectors[kept:])
+    return BuiltIndex(index, "gpu" if on_gpu else "cpu", tuning)
+
+
+def _add(index: faiss.Index, vectors: np.ndarray) -> None:
+    for start in range(0, len(vectors), ADD_BATCH):
+        index.add(np.ascontiguousarray(vectors[start:start + ADD_BATCH], dtype=np.float32))
 
 
 def _training_sample(index: faiss.Index, vectors: np.ndarray, seed: int) -> np.ndarray:
@@ -67,6 +93,12 @@ def _training_sample(index: faiss.Index, vectors: np.ndarray, seed: int) -> np.n
     return np.ascontiguousarray(vectors[rows], dtype=np.float32)
 
 
+def is_lossy(index: faiss.Index) -> bool:
+    """Product-quantised codes lose too much to rank by: their candidates are re-scored exactly."""
+    ivf = faiss.try_extract_index_ivf(index)
+    return isinstance(faiss.downcast_index(ivf) if ivf is not None else index, (faiss.IndexIVFPQ, faiss.IndexPQ))
+
+
 def depth_parameter(index: faiss.Index) -> str | None:
     """The knob that trades speed for recall: nprobe (IVF), efSearch (HNSW), none (exact scans)."""
     if faiss.try_extract_index_ivf(index) is not None:
@@ -76,29 +108,25 @@ def depth_parameter(index: faiss.Index) -> str | None:
     return None
 
 
-def tune(index: faiss.Index, vectors: np.ndarray, target: float = TARGET_RECALL, seed: int = 0) -> dict:
-    """The smallest search depth whose recall@10 reaches `target` against exact search, measured with
-    held-out queries drawn from the indexed vectors themselves (each query's own row excluded from both
-    answers). Returns {"params": {...}, "recall@10": r, "queries": q}; recall is measured even for an
-    index with no knob (8-bit codes are approximate too)."""
-    queries = min(TUNING_QUERIES, len(vectors) - 1)
-    if queries < 1:
+def tune(index: faiss.Index, base: np.ndarray, queries: np.ndarray, target: float = TARGET_RECALL,
+         rerank: int = 1) -> dict:
+    """The smallest search depth whose recall@10 for `queries` (not in the index) reaches `target`
+    against exact search over `base` (what the index holds). Recall is measured even for an index with
+    no knob (8-bit codes are approximate too). With `rerank`, that many times 10 candidates are re-scored
+    exactly, as searches will do."""
+    if len(queries) == 0 or len(base) == 0:
         return {"params": {}, "recall@10": 1.0, "queries": 0}
-    picked = np.random.default_rng(seed).choice(len(vectors), queries, replace=False)
-    sample = np.ascontiguousarray(vectors[picked], dtype=np.float32)
-    k = min(TUNING_K, len(vectors) - 1)
-    exact = _without_self(faiss.knn(sample, np.ascontiguousarray(vectors, dtype=np.float32), k + 1,
-                                    metric=faiss.METRIC_INNER_PRODUCT)[1], picked, k)
+    k = min(TUNING_K, len(base))
+    exact = faiss.knn(queries, base, k, metric=faiss.METRIC_INNER_PRODUCT)[1]
     knob = depth_parameter(index)
-    steps = _depths(index, knob)
     recall = 0.0
-    for depth in steps:
-        params = {knob: depth} if knob else {}
-        found = _without_self(index.search(sample, k + 1, params=search_parameters(index, params))[1], picked, k)
+    for depth in _depths(index, knob):
+        params = ({knob: depth} if knob else {}) | ({"rerank": rerank} if rerank > 1 else {})
+        found = search(index, queries, k, params, exact_vectors=lambda rows: base[rows])[1]
         recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, exact)]))
         if recall >= target:
             break
-    return {"params": params, "recall@10": round(recall, 4), "queries": queries}
+    return {"params": params, "recall@10": round(recall, 4), "queries": len(queries)}
 
 
 def _depths(index: faiss.Index, knob: str | None) -> list[int | None]:
@@ -110,8 +138,35 @@ def _depths(index: faiss.Index, knob: str | None) -> list[int | None]:
     return [None]
 
 
-def _without_self(rows: np.ndarray, own: np.ndarray, k: int) -> list[np.ndarray]:
-    return [r[(r != o) & (r >= 0)][:k] for r, o in zip(rows, own)]
+def search(index: faiss.Index, queries: np.ndarray, k: int, params: dict, selector: faiss.IDSelector | None = None,
+           exact_vectors: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (scores, rows) with the tuned parameters. A few queries on an exact flat index are a BLAS
+    matrix-vector product over its (memory-mapped) vectors: FAISS scans for a single query on one thread.
+    With params["rerank"] and `exact_vectors` (rows -> vectors), k x rerank candidates are re-scored
+    exactly."""
+    if selector is None and isinstance(index, faiss.IndexFlat) and len(queries) <= BLAS_QUERIES:
+        return _blas_scan(index, queries, k)
+    rerank = int(params.get("rerank", 1)) if exact_vectors is not None else 1
+    scores, rows = index.search(queries, k * rerank, params=search_parameters(index, params, selector))
+    if rerank == 1:
+        return scores, rows
+    found = rows >= 0
+    unique = np.unique(rows[found])
+    vectors = np.asarray(exact_vectors(unique), dtype=np.float32)
+    candidates = vectors[np.searchsorted(unique, np.maximum(rows, 0))]
+    exact = np.where(found, np.einsum("qcd,qd->qc", candidates, queries), -np.inf)
+    order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(exact, order, axis=1), np.take_along_axis(rows, order, axis=1)
+
+
+def _blas_scan(index: faiss.IndexFlat, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    stored = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
+    scores = queries @ stored.T
+    k = min(k, index.ntotal)
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    rows = np.take_along_axis(top, order, axis=1)
+    return np.take_along_axis(scores, rows, axis=1).astype(np.float32), rows.astype(np.int64)
 
 
 def search_parameters(index: faiss.Index, params: dict, selector: faiss.IDSelector | None = None) -> faiss.SearchParameters:

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.errors import IndexMismatchError, StorageError
-from engine.faiss_index import build_faiss_index, depth_parameter, read_faiss_index, resolve_device, search_parameters, tune
+from engine.faiss_index import build_faiss_index, depth_parameter, read_faiss_index, resolve_device, search
 from engine.index_settings import IndexSettings
 from engine.index_types import choose_plan
 from engine.manifest import FORMAT_VERSION, file_sha256, read_manifest, write_manifest
@@ -67,8 +67,8 @@ def write_index(
             searchable = stats.neutralize(vectors, langs)
             neutral = {"method": METHOD, "languages": stats.languages}
         plan = choose_plan(settings.index_type, len(searchable), searchable.shape[1], settings.storage, settings.max_memory)
-        index, device = build_faiss_index(plan, searchable, resolve_device(settings.device))
-        tuning = tune(index, searchable)
+        built = build_faiss_index(plan, searchable, resolve_device(settings.device))
+        index, tuning = built.index, built.tuning
         try:
             faiss.write_index(index, str(staging / INDEX_FILE))
         except RuntimeError as exc:  # faiss reports a failed write (disk full, too large) this way
@@ -77,7 +77,7 @@ def write_index(
         if settings.scoring == "margin":
             doc_ids = np.asarray(meta.column("doc_id").to_pylist(), dtype=object)
             def tuned_search(queries, k):
-                return index.search(queries, k, params=search_parameters(index, tuning["params"]))
+                return search(index, queries, k, tuning["params"], exact_vectors=lambda rows: searchable[rows])
 
             np.save(staging / NEIGHBOURHOOD_FILE, document_neighbourhoods(tuned_search, searchable, doc_ids))
         if "row_id" in meta.column_names:
@@ -94,7 +94,7 @@ def write_index(
             **manifest_fields,
             "dim": int(vectors.shape[1]),
             "index_type": plan.key,
-            "index": {"kind": plan.kind, "key": plan.key, "storage": plan.storage, "device": device,
+            "index": {"kind": plan.kind, "key": plan.key, "storage": plan.storage, "device": built.device,
                       "estimated_bytes": plan.estimated_bytes, "bytes": (staging / INDEX_FILE).stat().st_size,
                       **tuning},
             "metric": "inner_product",
@@ -215,7 +215,7 @@ class IndexReader:
         k = min(k, self.index.ntotal)
         if k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        scores, ids = self.index.search(queries, k, params=search_parameters(self.index, self.search_params, selector))
+        scores, ids = search(self.index, queries, k, self.search_params, selector, exact_vectors=self.vectors)
         if selector is not None and self.approximate and (ids < 0).any():
             # the probed part of an approximate index held fewer than k allowed rows: k exist, so scan them
             return self._exact_scan(queries, k, row_filter)

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import DEMO_CORPUS, assert_clean_failure, xlsearch, xlsearch_json
 from engine import store
 from engine.errors import InputError
-from engine.faiss_index import build_faiss_index, gpu_count, tune
+from engine.faiss_index import build_faiss_index, gpu_count, search, tune
 from engine.index_settings import IndexSettings
 from engine.index_types import choose_plan, parse_bytes, plan_for
 
@@ -27,10 +27,11 @@ def clustered(count: int, dim: int, clusters: int = 50, seed: int = 0) -> np.nda
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
-def test_auto_is_exact_when_small_ivf_while_it_fits_then_8bit_then_pq_then_refuses():
+def test_auto_is_exact_when_small_then_hnsw_then_8bit_then_pq_then_refuses():
     assert choose_plan("auto", 5_000, 384, max_memory=GB).key == "Flat"
-    assert choose_plan("auto", 100_000, 384, max_memory=GB).key == "IVF1264,Flat"
-    assert choose_plan("auto", 100_000, 384, max_memory=100 << 20).key == "IVF1264,SQ8"
+    assert choose_plan("auto", 100_000, 384, max_memory=GB).key == "HNSW32"
+    assert choose_plan("auto", 100_000, 384, max_memory=100 << 20).key == "HNSW32_SQ8"
+    assert choose_plan("auto", 100_000, 384, max_memory=50 << 20).key == "IVF1264,SQ8"
     assert choose_plan("auto", 1_000_000, 2560, max_memory=2 * GB).key == "IVF4000,PQ320"
     with pytest.raises(InputError, match=r"1,000,000 vectors of 2560 dims as IVF4000,PQ320 need about 354.4 MB, over the memory budget of 100.0 MB"):
         choose_plan("auto", 1_000_000, 2560, max_memory=100 << 20)
@@ -44,22 +45,35 @@ def test_auto_is_exact_when_small_ivf_while_it_fits_then_8bit_then_pq_then_refus
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_tuning_searches_as_deep_as_the_recall_target_needs(kind):
-    vectors = clustered(20_000, 128)
-    index, device = build_faiss_index(plan_for(kind, len(vectors), 128), vectors)
-    assert device == "cpu" and index.ntotal == len(vectors)
-    default = tune(index, vectors)
-    assert default["recall@10"] >= 0.95 and default["queries"] == 500
-    (knob, depth), = default["params"].items()
-    shallowest, strict = tune(index, vectors, target=0.0), tune(index, vectors, target=0.99)
+    vectors = clustered(20_500, 128)
+    indexed, unseen = vectors[:20_000], vectors[20_000:]
+    built = build_faiss_index(plan_for(kind, len(indexed), 128), indexed)
+    assert built.device == "cpu" and built.index.ntotal == len(indexed)  # the held-out rows were added after
+    assert built.tuning["recall@10"] >= 0.95 and built.tuning["queries"] == 500
+    (knob, depth), = built.tuning["params"].items()
+    shallowest, strict = (tune(built.index, indexed, unseen, target=t) for t in (0.0, 0.99))
     assert shallowest["params"][knob] <= depth < strict["params"][knob]
-    assert shallowest["recall@10"] <= default["recall@10"] < 0.99 <= strict["recall@10"]
+    assert shallowest["recall@10"] < 0.99 <= strict["recall@10"]
 
 
-def test_pq_codes_report_the_recall_they_reach():
-    vectors = clustered(10_000, 32)
-    index, _ = build_faiss_index(plan_for("ivfpq", len(vectors), 32), vectors)
-    result = tune(index, vectors)
-    assert 0.3 < result["recall@10"] <= 1.0 and result["params"]["nprobe"] >= 1
+def test_pq_codes_are_re_scored_exactly_from_the_stored_vectors():
+    vectors = clustered(10_500, 32)
+    indexed, unseen = vectors[:10_000], vectors[10_000:]
+    built = build_faiss_index(plan_for("ivfpq", len(indexed), 32), indexed)
+    assert built.tuning["params"]["rerank"] == 10 and built.tuning["recall@10"] >= 0.95
+    codes_only = tune(built.index, indexed, unseen, rerank=1)
+    re_scored = tune(built.index, indexed, unseen, rerank=10)
+    assert codes_only["recall@10"] < 0.9 < re_scored["recall@10"]
+    scores, rows = search(built.index, unseen[:3], 10, re_scored["params"], exact_vectors=lambda r: indexed[r])
+    assert np.allclose(scores, np.einsum("qkd,qd->qk", indexed[rows], unseen[:3]), atol=1e-5)  # exact cosines
+
+
+def test_a_few_queries_on_a_flat_index_are_a_blas_product_with_faiss_answers():
+    vectors = clustered(5_000, 64)
+    index = build_faiss_index(plan_for("flat", 5_000, 64), vectors).index
+    blas = search(index, vectors[:3], 7, {})
+    scan = index.search(vectors[:3], 7)
+    assert np.array_equal(blas[1], scan[1]) and np.allclose(blas[0], scan[0], atol=1e-5)
 
 
 def synthetic_index(directory, settings: IndexSettings, count: int = 6_000) -> np.ndarray:
