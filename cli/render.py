@@ -25,14 +25,15 @@ def print_jsonl(values: list) -> None:
 
 
 def hits_table(query: str, hits: list[Hit]) -> Table:
-    table = Table(title=query, title_justify="left", show_lines=False)
+    table = Table(title=Text(query), title_justify="left", show_lines=False)
     table.add_column("rank", justify="right")
     table.add_column("score", justify="right")
     table.add_column("lang")
     table.add_column("id", overflow="fold")
     table.add_column("text", overflow="fold", ratio=1)
     for hit in hits:
-        table.add_row(str(hit.rank), f"{hit.score:.3f}", hit.lang, hit.id, hit.text)
+        # Text(): a document's own "[...]" is not rich markup
+        table.add_row(str(hit.rank), f"{hit.score:.3f}", hit.lang, Text(hit.id), Text(hit.text))
     return table
 
 

@@ -147,3 +147,13 @@ def test_a_failed_build_leaves_the_previous_index_intact(demo_index, tmp_path):
     assert_clean_failure(xlsearch("index", broken, "--index", demo_index), "broken.jsonl:2: invalid JSON")
     assert (demo_index / "manifest.json").read_text() == before
     assert xlsearch("query", "rain", "--index", demo_index).returncode == 0
+
+
+def test_table_shows_brackets_in_documents_literally(tmp_path):
+    corpus = tmp_path / "brackets.jsonl"
+    corpus.write_text(json.dumps({"id": "b1", "lang": "en", "text": "Press [bold]Enter[/bold] to [red]continue[/red]."}) + "\n"
+                      + json.dumps({"id": "b2", "lang": "en", "text": "The weather is fine."}) + "\n", encoding="utf-8")
+    built = xlsearch("index", corpus, "--index", tmp_path / "ix")
+    assert built.returncode == 0, built.stderr
+    shown = xlsearch("query", "press enter", "--index", tmp_path / "ix", "-k", "1")
+    assert "Press [bold]Enter[/bold] to [red]continue[/red]." in shown.stdout
