@@ -26,7 +26,7 @@ import numpy as np
 
 from engine.documents import DocumentRows
 from engine.errors import InputError
-from engine.evaluation.margin import MARGIN_K, neighbourhood, ratio_margin
+from engine.margin import MARGIN_K, neighbourhood, ratio_margin
 from engine.store import IndexReader
 
 SEARCH_BATCH = 1024  # rows per FAISS search call; also how often progress is reported

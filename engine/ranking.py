@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.evaluation.margin import MARGIN_K, neighbourhood, ratio_margin
+from engine.margin import MARGIN_K, neighbourhood, ratio_margin
 
 NEIGHBOURHOOD_FILE = "neighbourhood.npy"
 # Candidates re-ranked per query: as deep as eval's margin scoring looks

@@ -7,7 +7,7 @@ import pytest
 
 from engine.errors import InputError
 from engine.evaluation.data import ParallelSet, Sentence
-from engine.evaluation.margin import neighbourhood, ratio_margin
+from engine.margin import neighbourhood, ratio_margin
 from engine.evaluation.metrics import direction_scores, first_right_rank
 from engine.evaluation.runner import Split, _ranked
 from engine.neutral import MIN_SENTENCES, LanguageStats

@@ -12,7 +12,7 @@ import numpy as np
 from engine.embedders.base import Embedder
 from engine.errors import InputError
 from engine.evaluation.data import ParallelSet, Sentence
-from engine.evaluation.margin import MARGIN_K, neighbourhood, ratio_margin
+from engine.margin import MARGIN_K, neighbourhood, ratio_margin
 from engine.evaluation.metrics import KS, DirectionScores, direction_scores, first_right_rank
 from engine.neutral import METHOD, LanguageStats
 from engine.profiles import PARALLEL_TASK
