@@ -30,8 +30,7 @@ p50/p99: one query per call; QPS: all 1,000 in one call. `auto` is what `--index
 size with the default memory budget.
 
 | vectors | dims | index | auto | build s | params | recall@10 | p50 ms | p99 ms | batch QPS | size MB (est.) | peak RSS MB |
-|---|---|---|---|---|---|---|---|---|---|---|---|
-"""
+|---|---|---|---|---|---|---|---|---|---|---|---|"""
 
 
 def index_rows(rows: list[dict]) -> str:

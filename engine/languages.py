@@ -5,8 +5,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 
-import langcodes
-
 from engine.errors import InputError
 
 
@@ -14,6 +12,9 @@ from engine.errors import InputError
 def normalize_lang(code: str) -> str:
     """Canonical code: the ISO 639-1 code where one exists, else ISO 639-3; macrolanguage preferred
     (`cmn` -> `zh`, `arb` -> `ar`), region and script dropped (`zh-Hant-TW` -> `zh`)."""
+    # langcodes builds its tables on import (0.2 s): only when a code is actually given
+    import langcodes
+
     raw = code.strip().replace("_", "-")
     try:
         language = langcodes.Language.get(raw)
