@@ -79,9 +79,10 @@ class Searcher:
         return stats.neutralize(raw, langs)
 
     def search_vectors(self, vectors: np.ndarray, k: int, langs: list[str]) -> list[list[Hit]]:
-        """k documents per query. On a margin-ranked index the best RERANK_DEPTH (at least k) by cosine
-        are re-ranked by margin. Where documents were chunked, their best chunk stands for them: more
-        chunks are fetched until k distinct documents are found or none are left."""
+        """k documents per query. Where documents were chunked, their best chunk by cosine stands for
+        them (the passage shown): more chunks are fetched until k distinct documents are found or none
+        are left. On a margin-ranked index the best RERANK_DEPTH (at least k) documents by cosine are
+        then re-ranked by margin."""
         row_filter = self.language_rows(langs)
         available = len(self.index) if row_filter is None else len(row_filter)
         chunked = self.index.manifest.get("documents", len(self.index)) < len(self.index)
@@ -90,6 +91,8 @@ class Searcher:
         fetch = fetch * 4 if chunked else fetch
         while True:
             cosines, rows = self.index.search(vectors, fetch, row_filter)
+            if chunked:
+                cosines, rows = self._best_chunks(cosines, rows)
             scores = cosines
             if margin:
                 scores = margin_scores(cosines, rows, self.index.neighbourhoods)
@@ -99,6 +102,21 @@ class Searcher:
             if not chunked or fetch >= available or all(len(hits) >= k for hits in results):
                 return results
             fetch *= 4
+
+    def _best_chunks(self, cosines: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's candidates (best cosine first) with every chunk after a document's first removed
+        (row -1, cosine -inf), so that a document is ranked by the passage that matches best."""
+        cosines, rows = cosines.copy(), rows.copy()
+        found = rows >= 0
+        doc_ids = np.full(rows.shape, None, dtype=object)
+        doc_ids[found] = [meta["doc_id"] for meta in self.index.rows(rows[found], ["doc_id"])]
+        for query in range(len(rows)):
+            seen: set[str] = set()
+            for position in np.flatnonzero(found[query]):
+                if doc_ids[query, position] in seen:
+                    rows[query, position], cosines[query, position] = -1, -np.inf
+                seen.add(doc_ids[query, position])
+        return cosines, rows
 
     def _hits(self, scores: np.ndarray, cosines: np.ndarray | None, rows: np.ndarray, k: int) -> list[Hit]:
         found = rows >= 0
