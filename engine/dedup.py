@@ -26,10 +26,9 @@ import numpy as np
 
 from engine.documents import DocumentRows
 from engine.errors import InputError
-from engine.margin import MARGIN_K, neighbourhood, ratio_margin
+from engine.margin import MARGIN_K, neighbourhood, other_document_neighbours, ratio_margin
 from engine.store import IndexReader
 
-SEARCH_BATCH = 1024  # rows per FAISS search call; also how often progress is reported
 Progress = Callable[[int, int], None]
 
 
@@ -81,25 +80,11 @@ def candidate_pairs(index: IndexReader, documents: DocumentRows, k: int = MARGIN
     a chunked pair keeps its best-scoring chunks), scored by ratio margin."""
     if k < 1:
         raise InputError(f"--k {k}: must be at least 1")
-    vectors = index.vectors()
-    own_chunks = int(np.bincount(documents.of_row).max()) if len(vectors) else 0
     k = min(k, len(documents) - 1)
     if k < 1:
         return CandidatePairs(*(np.zeros(0, dtype=t) for t in (np.int64, np.int64, np.float64)))
-    # A row's own document may take up to `own_chunks` places among its neighbours; fetch past them.
-    fetch = k + own_chunks
-    scores, rows = np.empty((len(vectors), fetch), np.float32), np.empty((len(vectors), fetch), np.int64)
-    for start in range(0, len(vectors), SEARCH_BATCH):
-        stop = min(start + SEARCH_BATCH, len(vectors))
-        found_scores, found_rows = index.search(vectors[start:stop], fetch)
-        scores[start:stop], rows[start:stop] = found_scores, found_rows
-        if progress:
-            progress(stop, len(vectors))
-    other = (rows >= 0) & (documents.of_row[np.maximum(rows, 0)] != documents.of_row[:, None])
-    order = np.argsort(np.where(other, -scores, np.inf), axis=1, kind="stable")[:, :k]
-    found = np.take_along_axis(other, order, 1)  # false only where a tiny index has fewer than k others
-    scores = np.where(found, np.take_along_axis(scores, order, 1), -np.inf)
-    rows = np.take_along_axis(rows, order, 1)
+    scores, rows = other_document_neighbours(index.search, index.vectors(), documents.of_row, k, progress)
+    found = rows >= 0  # false only where a tiny index has fewer than k others
     near = neighbourhood(scores, k)
     margins = ratio_margin(scores, near, near[np.maximum(rows, 0)])[found].astype(np.float64)
     a = np.repeat(documents.of_row, k)[found.ravel()]

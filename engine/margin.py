@@ -3,9 +3,12 @@ of both sides to their k nearest neighbours, which discounts hubs that are close
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 MARGIN_K = 4
+SELF_SEARCH_BATCH = 1024  # rows per search call; also how often progress is reported
 
 
 def neighbourhood(scores: np.ndarray, k: int = MARGIN_K) -> np.ndarray:
@@ -20,3 +23,31 @@ def neighbourhood(scores: np.ndarray, k: int = MARGIN_K) -> np.ndarray:
 def ratio_margin(scores: np.ndarray, query_side: np.ndarray, candidate_side: np.ndarray) -> np.ndarray:
     """Margins of a query x candidate score block; `candidate_side` broadcasts against `scores`."""
     return scores / ((query_side[:, None] + candidate_side) / 2)
+
+
+def other_document_neighbours(
+    search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+    vectors: np.ndarray,
+    doc_codes: np.ndarray,
+    k: int = MARGIN_K,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k nearest rows of other documents, best first, as (scores, rows); -inf and -1 where
+    fewer than k are in reach. A document's own chunks overlap it and are skipped: the search looks past
+    as many of them as the longest document has. `search(queries, n)` answers (scores, rows) from the
+    index; `doc_codes` numbers each row's document."""
+    depth = min(k + (int(np.bincount(doc_codes).max()) if len(doc_codes) else 0), len(vectors))
+    scores = np.full((len(vectors), k), -np.inf, dtype=np.float32)
+    rows = np.full((len(vectors), k), -1, dtype=np.int64)
+    for start in range(0, len(vectors), SELF_SEARCH_BATCH):
+        stop = min(start + SELF_SEARCH_BATCH, len(vectors))
+        found_scores, found_rows = search(np.ascontiguousarray(vectors[start:stop], dtype=np.float32), depth)
+        other = (found_rows >= 0) & (doc_codes[np.maximum(found_rows, 0)] != doc_codes[start:stop, None])
+        order = np.argsort(~other, axis=1, kind="stable")[:, :k]  # other documents first, in score order
+        kept = np.take_along_axis(other, order, axis=1)
+        width = order.shape[1]
+        scores[start:stop, :width] = np.where(kept, np.take_along_axis(found_scores, order, axis=1), -np.inf)
+        rows[start:stop, :width] = np.where(kept, np.take_along_axis(found_rows, order, axis=1), -1)
+        if progress:
+            progress(stop, len(vectors))
+    return scores, rows

@@ -10,27 +10,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.margin import MARGIN_K, neighbourhood, ratio_margin
+from engine.margin import MARGIN_K, neighbourhood, other_document_neighbours, ratio_margin
 
 NEIGHBOURHOOD_FILE = "neighbourhood.npy"
 # Candidates re-ranked per query: as deep as eval's margin scoring looks
 RERANK_DEPTH = 32
-SELF_SEARCH_BATCH = 4096
 
 
 def document_neighbourhoods(search, vectors: np.ndarray, doc_ids: np.ndarray, k: int = MARGIN_K) -> np.ndarray:
     """Each row's mean cosine to its k nearest rows of other documents (a document's own chunks overlap
     it and would count as neighbours). `search(queries, n)` answers (scores, rows) from the index."""
     codes = np.unique(np.asarray(doc_ids), return_inverse=True)[1]
-    most_chunks = int(np.bincount(codes).max())
-    depth = min(k + most_chunks, len(vectors))
-    result = np.empty(len(vectors), dtype=np.float32)
-    for start in range(0, len(vectors), SELF_SEARCH_BATCH):
-        block = np.ascontiguousarray(vectors[start:start + SELF_SEARCH_BATCH], dtype=np.float32)
-        scores, rows = search(block, depth)
-        own = codes[start:start + len(block)]
-        others = (rows >= 0) & (codes[np.maximum(rows, 0)] != own[:, None])
-        result[start:start + len(block)] = neighbourhood(np.where(others, scores, -np.inf), k)
+    scores, _ = other_document_neighbours(search, vectors, codes, k)
+    result = neighbourhood(scores, k).astype(np.float32)
     lone = np.isnan(result)  # no other document in reach: a typical neighbourhood, neither hub nor outlier
     result[lone] = np.nanmedian(result) if not lone.all() else 0.0
     return result

@@ -119,21 +119,18 @@ class Searcher:
         return cosines, rows
 
     def _hits(self, scores: np.ndarray, cosines: np.ndarray | None, rows: np.ndarray, k: int) -> list[Hit]:
+        """The first k candidates as hits; each document is there once (_best_chunks), so only their
+        metadata is read."""
         found = rows >= 0
-        scores, rows = scores[found], rows[found]
-        cosines = cosines[found] if cosines is not None else [None] * len(rows)
+        scores, rows = scores[found][:k], rows[found][:k]
+        cosines = cosines[found][:k] if cosines is not None else [None] * len(rows)
         hits: list[Hit] = []
-        seen: set[str] = set()
         for score, cosine, meta in zip(scores, cosines, self.index.rows(rows, HIT_COLUMNS)):
-            doc_id = str(meta["doc_id"])
-            if doc_id in seen:
-                continue
-            seen.add(doc_id)
             chunked = int(meta["chunks"]) > 1
             hits.append(Hit(
                 rank=len(hits) + 1,
                 score=float(score),
-                id=doc_id,
+                id=str(meta["doc_id"]),
                 lang=str(meta["lang"]),
                 text=str(meta["text"]),
                 source=str(meta["source"]),
@@ -142,8 +139,6 @@ class Searcher:
                 span=(int(meta["start"]), int(meta["end"])) if chunked else None,
                 cosine=None if cosine is None else float(cosine),
             ))
-            if len(hits) == k:
-                break
         return hits
 
 
