@@ -41,9 +41,9 @@ def index_types(quick: bool) -> list[dict]:
 
 def cold_query(quick: bool) -> dict:
     from bench import cold_query as bench
-    from bench.realistic_vectors import FittedGaussian, real_embeddings
+    from bench.realistic_vectors import FittedMixture, real_embeddings
 
-    row = bench.run(FittedGaussian(real_embeddings(per_language=20 if quick else 500)), 2_000 if quick else 100_000,
+    row = bench.run(FittedMixture(real_embeddings(per_language=20 if quick else 500)), 2_000 if quick else 100_000,
                     repeats=2 if quick else 7)
     table("cold command-line query vs start-up baseline (medians)", [row], list(row))
     return row

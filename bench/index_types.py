@@ -14,7 +14,7 @@ import faiss
 import numpy as np
 
 from bench import RESULTS
-from bench.realistic_vectors import FittedGaussian
+from bench.realistic_vectors import FittedMixture
 from engine.index_types import choose_plan
 
 QUERIES = 1000
@@ -28,7 +28,7 @@ FULL = [
 QUICK = [(5_000, 64, [("flat", "float32"), ("hnsw", "float32"), ("ivf", "sq8"), ("ivfpq", "float32")])]
 
 
-def prepare(directory: Path, gaussian: FittedGaussian, count: int) -> None:
+def prepare(directory: Path, gaussian: FittedMixture, count: int) -> None:
     base = gaussian.draw(count)
     queries = gaussian.draw(QUERIES)  # held out: never in the index
     np.save(directory / "base.npy", base)
@@ -39,7 +39,7 @@ def prepare(directory: Path, gaussian: FittedGaussian, count: int) -> None:
 def run(sample: np.ndarray, quick: bool, progress=print) -> list[dict]:
     rows = []
     for count, dim, kinds in QUICK if quick else FULL:
-        gaussian = FittedGaussian(sample if dim >= sample.shape[1] else sample[:, :dim], dim)
+        gaussian = FittedMixture(sample if dim >= sample.shape[1] else sample[:, :dim], dim=dim)
         auto = choose_plan("auto", count, dim).key
         with tempfile.TemporaryDirectory(dir=RESULTS) as scratch:
             prepare(Path(scratch), gaussian, count)

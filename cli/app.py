@@ -1,7 +1,7 @@
 """The `xlsearch` command: parses arguments, calls the engine, prints. Nothing else lives here."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typer would evaluate every annotation string at start-up
+# (compile() each, 25 ms of a cold query).
 import functools
 import json
 import sys
@@ -162,7 +162,7 @@ def index(
     langs = ", ".join(f"{k} {v}" for k, v in manifest["languages"].items())
     chunks = f" as {manifest['count']} chunks" if manifest["count"] != manifest["documents"] else ""
     rejected = f" Rejected by the server: {len(result.rejects)} (see {index_dir / 'rejects.jsonl'})." if result.rejects else ""
-    render.stdout.print(
+    render.show(
         f"Indexed {manifest['documents']} documents{chunks} into {index_dir} in {summary['seconds']} s "
         f"({manifest['model']}, {manifest['dim']} dims). Skipped: {skipped}.{rejected}\nLanguages: {langs}"
     )
@@ -213,7 +213,7 @@ def query(
         render.print_json(records if queries is not None else records[0])
     else:
         for q, hits in zip(texts, results):
-            render.stdout.print(render.hits_table(q, hits))
+            render.show(render.hits_table(q, hits))
 
 
 @app.command()
@@ -245,7 +245,7 @@ def info(index_dir: IndexDir, fmt: Format = "table") -> None:
         ("created", manifest["created"]),
         ("format version", str(manifest["format_version"])),
     ]
-    render.stdout.print(render.key_value_table(str(index_dir), rows))
+    render.show(render.key_value_table(str(index_dir), rows))
 
 
 @app.command()
@@ -272,8 +272,8 @@ def delete(
     if fmt == "json":
         render.print_json(summary)
         return
-    render.stdout.print(f"Removed {len(removed)} documents from {index_dir}; {manifest['documents']} remain."
-                        + (f" Not in the index: {', '.join(missing)}." if missing else ""))
+    render.show(f"Removed {len(removed)} documents from {index_dir}; {manifest['documents']} remain."
+                + (f" Not in the index: {', '.join(missing)}." if missing else ""))
 
 
 @app.command()
@@ -290,7 +290,7 @@ def verify(index_dir: IndexDir, fmt: Format = "table") -> None:
         for problem in problems:
             typer.echo(f"{index_dir}: {problem}", err=True)
     else:
-        render.stdout.print(f"{index_dir}: OK (files, sizes, checksums, counts, dimension, languages)")
+        render.show(f"{index_dir}: OK (files, sizes, checksums, counts, dimension, languages)")
     if problems:
         raise typer.Exit(1)
 
@@ -331,7 +331,7 @@ def similarity(
     if fmt == "json":
         render.print_json({"texts": texts, "model": embedder.model, "matrix": matrix.round(4).tolist()})
     else:
-        render.stdout.print(render.matrix_table(texts, matrix, f"cosine similarity ({embedder.model})"))
+        render.show(render.matrix_table(texts, matrix, f"cosine similarity ({embedder.model})"))
 
 
 @app.command(name="eval")
@@ -381,8 +381,8 @@ def eval_command(
     if fmt == "json":
         render.print_json(data)
         return
-    render.stdout.print(render.eval_summary_table(data))
-    render.stdout.print(render.eval_directions_table(data))
+    render.show(render.eval_summary_table(data))
+    render.show(render.eval_directions_table(data))
 
 
 @app.command()
@@ -422,9 +422,9 @@ def dedup(
     else:
         title = (f"{summary['group_count']} groups, {summary['grouped_documents']} of {summary['documents']} documents; "
                  f"margin threshold {threshold_shown if threshold_shown is not None else 'none: no candidate pairs'} ({found.threshold_rule})")
-        render.stdout.print(render.duplicates_table(groups, title))
+        render.show(render.duplicates_table(groups, title))
         if evaluation:
-            render.stdout.print(render.dedup_evaluation_line(evaluation))
+            render.show(render.dedup_evaluation_line(evaluation))
 
 
 @app.command()
@@ -448,7 +448,7 @@ def similar(
     elif fmt == "json":
         render.print_json({"id": doc_id, "hits": [hit.to_dict() for hit in hits]})
     else:
-        render.stdout.print(render.hits_table(f"like {doc_id}", hits))
+        render.show(render.hits_table(f"like {doc_id}", hits))
 
 
 @app.command()
@@ -478,7 +478,7 @@ def cluster(
         return
     caption = (f"groups ({group_field!r}) wholly in one cluster: {kept['together']}/{kept['groups']} ({kept['share']:.1%})"
                if kept else None)
-    render.stdout.print(render.clusters_table(described, f"{len(described)} clusters of {len(result.documents)} documents", caption))
+    render.show(render.clusters_table(described, f"{len(described)} clusters of {len(result.documents)} documents", caption))
 
 
 @app.command()

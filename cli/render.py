@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:  # rich is imported where a table is drawn: it costs 45 ms, and JSON for pipes never needs it
+    from rich.console import Console, RenderableType
+    from rich.table import Table
 
-from engine.search import Hit
+    from engine.search import Hit
 
 FORMATS = ("table", "json", "jsonl")
-stdout = Console(soft_wrap=False)
+
+
+@functools.cache
+def console() -> Console:
+    from rich.console import Console
+
+    return Console(soft_wrap=False)
+
+
+def show(renderable: RenderableType) -> None:
+    console().print(renderable)
 
 
 def print_json(value: object) -> None:
@@ -25,6 +37,9 @@ def print_jsonl(values: list) -> None:
 
 
 def hits_table(query: str, hits: list[Hit]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=Text(query), title_justify="left", show_lines=False)
     table.add_column("rank", justify="right")
     table.add_column("score", justify="right")
@@ -38,6 +53,8 @@ def hits_table(query: str, hits: list[Hit]) -> Table:
 
 
 def matrix_table(labels: list[str], matrix, title: str) -> Table:
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left")
     table.add_column("")
     for i in range(len(labels)):
@@ -49,6 +66,8 @@ def matrix_table(labels: list[str], matrix, title: str) -> Table:
 
 
 def key_value_table(title: str, rows: list[tuple[str, str]]) -> Table:
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
@@ -58,6 +77,8 @@ def key_value_table(title: str, rows: list[tuple[str, str]]) -> Table:
 
 
 def eval_summary_table(report: dict) -> Table:
+    from rich.table import Table
+
     split = "; ".join(f"{p['set']}: fit {p['fit']}, score {p['score']}" for p in report["split"])
     table = Table(title=f"{report['mode']} evaluation, {report['model']}", caption=split, title_justify="left")
     for column in ("configuration", "avg R@1", "avg R@5", "avg R@10", "avg MRR", "worst direction", "same-lang top10"):
@@ -76,6 +97,8 @@ def eval_summary_table(report: dict) -> Table:
 
 def eval_directions_table(report: dict) -> Table:
     """Recall@1 of each direction (rows) under each configuration (columns)."""
+    from rich.table import Table
+
     configs = report["configurations"]
     table = Table(title="recall@1 per direction", title_justify="left")
     table.add_column("direction")
@@ -88,6 +111,9 @@ def eval_directions_table(report: dict) -> Table:
 
 def duplicates_table(groups: list[dict], title: str) -> Table:
     """One line per member; a group's first line carries its number, size and weakest margin."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=title, title_justify="left")
     for column in ("group", "size", "margin", "lang", "id", "text"):
         table.add_column(column, justify="right" if column in ("group", "size", "margin") else "left",
@@ -102,6 +128,9 @@ def duplicates_table(groups: list[dict], title: str) -> Table:
 
 def clusters_table(clusters: list[dict], title: str, caption: str | None = None) -> Table:
     """One line per cluster: its size, its languages and its most central document in each language."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=title, caption=caption, title_justify="left", show_lines=True)
     for column in ("cluster", "size", "languages", "representatives"):
         table.add_column(column, justify="right" if column in ("cluster", "size") else "left",

@@ -12,6 +12,7 @@ import numpy as np
 
 from engine.errors import InputError
 from engine.index_types import IndexPlan
+from engine.vectors import sorted_unique
 
 DEVICES = ("auto", "cpu", "gpu")
 TARGET_RECALL = 0.95
@@ -151,7 +152,7 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, params: dict, select
     if rerank == 1:
         return scores, rows
     found = rows >= 0
-    unique = np.unique(rows[found])
+    unique = sorted_unique(rows[found])
     vectors = np.asarray(exact_vectors(unique), dtype=np.float32)
     candidates = vectors[np.searchsorted(unique, np.maximum(rows, 0))]
     exact = np.where(found, np.einsum("qcd,qd->qc", candidates, queries), -np.inf)
