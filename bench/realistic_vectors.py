@@ -1,9 +1,10 @@
-"""Vectors that look like real sentence embeddings, at any count: real embeddings of Tatoeba sentences
-(the local model, several languages) give a mean and a covariance; synthetic vectors are drawn from that
-Gaussian and renormalised. Nothing at 2560 dimensions can be embedded here (Qwen3-Embedding-4B needs a
-GPU and its weights), so 2560-d vectors place the 384-d Gaussian in a random 384-d subspace and fill the
-other directions with isotropic noise at the level of its weakest eigenvalue: an assumption, said so in
-every report."""
+"""Vectors that look like real sentence embeddings, at any count. Real ones first: the local model's
+embeddings of distinct Tatoeba sentences of every language (real_vectors, through the embedding cache).
+Beyond what can be embedded here, vectors are drawn from a Gaussian mixture fitted to them (FittedMixture;
+bench.vector_realism compares mixtures with the real vectors). Nothing at 2560 dimensions can be embedded
+here (Qwen3-Embedding-4B needs a GPU and its weights), so 2560-d vectors place the 384-d mixture in a
+random 384-d subspace and fill the other directions with isotropic noise at the level of its weakest
+eigenvalue: an assumption, said so in every report."""
 
 from __future__ import annotations
 
@@ -18,34 +19,36 @@ from engine.embedders import create_embedder
 from engine.cache import default_cache_path
 
 TATOEBA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "tatoeba"
-LANGUAGES = ("cmn", "jpn", "kor", "deu", "fra", "spa", "rus", "ara")
 CHUNK = 100_000
 EMBED_WINDOW = 2_048
+MIXTURE_COMPONENTS = 64  # the generator of the larger benchmark sets, chosen by bench.vector_realism (docs/benchmarks.md)
 
 
-def real_embeddings(per_language: int = 500) -> np.ndarray:
-    """Local-model document embeddings of Tatoeba sentences: each language's side and English."""
-    texts: list[str] = []
-    for lang in LANGUAGES:
-        for side in (lang, "eng"):
-            lines = (TATOEBA / f"tatoeba.{lang}-eng.{side}").read_text(encoding="utf-8").splitlines()
-            texts += [line.strip() for line in lines[:per_language] if line.strip()]
-    return embed(list(dict.fromkeys(texts)))
-
-
-def tatoeba_sentences(count: int) -> list[str]:
-    """Up to `count` distinct Tatoeba sentences, a line from every file in turn (112 languages and their
-    English sides), so that any prefix mixes every language."""
+def tatoeba_sentences(count: int) -> list[tuple[str, str]]:
+    """Up to `count` distinct Tatoeba sentences with the language of their file (ISO 639-3), a line from
+    every file in turn (112 languages and their English sides), so that any prefix mixes every language."""
     files = sorted(TATOEBA.glob("tatoeba.*-eng.*"))
-    columns = [[line.strip() for line in path.read_text(encoding="utf-8").splitlines()] for path in files]
-    distinct: dict[str, None] = {}
-    for row in itertools.zip_longest(*columns, fillvalue=""):
-        for text in row:
-            if text:
-                distinct[text] = None
+    columns = [[(line.strip(), path.suffix[1:]) for line in path.read_text(encoding="utf-8").splitlines()] for path in files]
+    distinct: dict[str, str] = {}
+    for row in itertools.zip_longest(*columns, fillvalue=("", "")):
+        for text, lang in row:
+            if text and text not in distinct:
+                distinct[text] = lang
                 if len(distinct) == count:
-                    return list(distinct)
-    return list(distinct)
+                    return list(distinct.items())
+    return list(distinct.items())
+
+
+def real_vectors(count: int, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Local-model embeddings of tatoeba_sentences(count), in that order; the first run embeds them
+    (100,000 take about 20 minutes on 2 cores), later runs read the cache."""
+    return embed([text for text, _ in tatoeba_sentences(count)], progress)
+
+
+def held_out(real: np.ndarray, queries: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(base, queries): `queries` rows (a fifth at most) picked at random and left out of the base."""
+    picked = np.random.default_rng(seed).choice(len(real), min(queries, len(real) // 5), replace=False)
+    return np.delete(real, picked, axis=0), real[picked]
 
 
 def embed(texts: list[str], progress: Callable[[int, int], None] | None = None) -> np.ndarray:

@@ -12,13 +12,20 @@ def test_quick_benchmarks_run_and_write_their_results(tatoeba):
     done = subprocess.run([sys.executable, "-m", "bench", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     results = {name: json.loads((ROOT / "bench" / "results" / f"{name}-quick.json").read_text())["results"]
-               for name in ("index_types", "cold_query", "pipeline", "concurrency")}
-    kinds = {row["key"]: row for row in results["index_types"]}
-    assert set(kinds) == {"Flat", "HNSW32", "IVF128,SQ8", "IVF128,PQ8"}
-    assert kinds["Flat"]["recall@10"] == 1.0  # exact search is the reference itself
-    for row in kinds.values():
+               for name in ("vector_realism", "index_types", "cold_query", "pipeline", "concurrency")}
+    assert [row["set"] for row in results["vector_realism"]] == ["real", "one Gaussian", "mixture of 16"]
+    for row in results["vector_realism"]:
+        recalls = [point["recall@10"] for point in row["hnsw32"]]
+        assert all(0 < r <= 1 for r in recalls) and recalls[-1] >= recalls[0]  # a deeper search finds more
+        assert row["cosine_1st"] >= row["cosine_10th"] > row["cosine_random"]
+    real = {row["key"]: row for row in results["index_types"] if row["source"] == "real"}
+    assert set(real) == {"Flat", "HNSW32", "IVF30,SQ8", "IVF30,PQ48"}
+    assert {row["count"] for row in real.values()} == {1200}  # 1,500 embedded, 300 held out as queries
+    assert real["Flat"]["recall@10"] == 1.0  # exact search is the reference itself
+    for row in results["index_types"]:
         assert 0 < row["recall@10"] <= 1 and row["p50_ms"] <= row["p99_ms"] and row["index_mb"] > 0
-    assert kinds["IVF128,PQ8"]["index_mb"] < kinds["Flat"]["index_mb"]
-    assert results["cold_query"]["documents"] == 2000 and results["cold_query"]["ratio"] > 0
+    assert real["IVF30,PQ48"]["index_mb"] < real["Flat"]["index_mb"]
+    assert [(row["count"], row["dim"]) for row in results["index_types"] if row["source"] == "fitted"] == [(3000, 64)]
+    assert results["cold_query"]["documents"] == 1500 and results["cold_query"]["ratio"] > 0
     assert results["pipeline"]["documents"] == 160 and results["pipeline"]["ratio"] > 0
     assert [row["concurrency"] for row in results["concurrency"][0]["results"]] == [1, 4]
