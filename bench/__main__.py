@@ -1,7 +1,7 @@
 """`make bench`: every benchmark, its figures printed as tables and written to bench/results/*.json.
 `--quick` runs small sizes as a smoke test (CI runs it; its timings mean nothing).
 
-    python -m bench [--quick] [--only vector_realism,index_types,cold_query,pipeline,concurrency]"""
+    python -m bench [--quick] [--only vector_realism,index_types,million,cold_query,pipeline,concurrency]"""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rich.table import Table
 
 from bench import RESULTS
 
-BENCHMARKS = ("vector_realism", "index_types", "cold_query", "pipeline", "concurrency")
+BENCHMARKS = ("vector_realism", "index_types", "million", "cold_query", "pipeline", "concurrency")
 console = Console(width=250)  # wide tables stay whole in a log or a pipe
 REAL_VECTORS = 100_000  # real embeddings: the 100k x 384 set itself, and what the larger sets are fitted to
 REAL_VECTORS_QUICK = 1_500
@@ -59,6 +59,22 @@ def index_types(quick: bool) -> list[dict]:
     return rows
 
 
+def million(quick: bool) -> list[dict]:
+    from bench import million as bench
+    from bench.realistic_vectors import real_vectors
+
+    real = real_vectors(REAL_VECTORS_QUICK if quick else REAL_VECTORS, progress=embedding_progress)
+    def built(row: dict) -> None:
+        console.print(f"  {row['set']}: built in {row['build_s']} s")
+
+    rows = bench.run(real, 3_000, (16,), progress=built) if quick else bench.run(real, progress=built)
+    table("HNSW32 at 1M: recall@10 (p50 ms) per efSearch", [
+        {**{name: row[name] for name in ("set", "count", "build_s", "tuned_efSearch", "tuned_recall@10")},
+         "curve": " ".join(f"{p['efSearch']}:{p['recall@10']} ({p['p50_ms']})" for p in row["hnsw32"])} for row in rows],
+        ["set", "count", "build_s", "tuned_efSearch", "tuned_recall@10", "curve"])
+    return rows
+
+
 def cold_query(quick: bool) -> dict:
     from bench import cold_query as bench
 
@@ -92,7 +108,7 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
-    runners = {"vector_realism": vector_realism, "index_types": index_types, "cold_query": cold_query, "pipeline": pipeline, "concurrency": concurrency}
+    runners = {"vector_realism": vector_realism, "index_types": index_types, "million": million, "cold_query": cold_query, "pipeline": pipeline, "concurrency": concurrency}
     for name in args.only.split(","):
         if name not in runners:
             parser.error(f"--only {name!r}: expected some of {', '.join(BENCHMARKS)}")

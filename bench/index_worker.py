@@ -13,7 +13,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from engine.faiss_index import build_faiss_index, search
+from engine.faiss_index import build_faiss_index, per_query_recall, search
 from engine.index_types import plan_for
 
 K = 10
@@ -46,11 +46,11 @@ def measure(data: Path, kind: str, storage: str, single_queries: int) -> dict:
     began = time.perf_counter()
     _, found = search(index, queries, K, tuning["params"], exact_vectors=stored)
     batch_s = time.perf_counter() - began
-    recall = float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth)]))
+    recall = float(per_query_recall(found, truth).mean())
     result = {
         "count": len(base), "dim": base.shape[1], "kind": kind, "storage": storage, "key": plan.key,
         "device": built.device, "build_s": round(build_s, 2), "params": tuning["params"],
-        "tuned_recall@10": tuning["recall@10"], "recall@10": round(recall, 4),
+        "tuned_recall@10": tuning["recall@10"], "tuning": "bisected", "recall@10": round(recall, 4),
         "index_mb": round(size / 2**20, 1), "estimated_mb": round(plan.estimated_bytes / 2**20, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "p50_ms": percentile_ms(latencies, 50), "p99_ms": percentile_ms(latencies, 99),

@@ -16,6 +16,7 @@ import faiss
 import numpy as np
 
 from bench.realistic_vectors import FittedMixture, held_out
+from engine.faiss_index import per_query_recall
 
 QUERIES = 1000
 EF_SEARCH = (16, 32, 64, 128, 256, 512)
@@ -25,7 +26,7 @@ TIMED_QUERIES = 200
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return round(float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth)])), 4)
+    return round(float(per_query_recall(found, truth).mean()), 4)
 
 
 def curve(index: faiss.Index, queries: np.ndarray, truth: np.ndarray, name: str, values: tuple[int, ...]) -> list[dict]:

@@ -18,6 +18,7 @@ DEVICES = ("auto", "cpu", "gpu")
 TARGET_RECALL = 0.95
 TUNING_QUERIES = 500
 TUNING_K = 10
+REFINE_STEPS = 3  # bisections after the doubling search: the depth found is within 1/8 of a doubling
 TRAIN_POINTS_PER_LIST = 64  # k-means quality levels off well before FAISS's 256-per-list cap
 ADD_BATCH = 65_536
 RERANK_FACTOR = 10  # candidates per wanted hit that a product-quantised index hands to exact re-scoring
@@ -112,7 +113,7 @@ def depth_parameter(index: faiss.Index) -> str | None:
 def tune(index: faiss.Index, base: np.ndarray, queries: np.ndarray, target: float = TARGET_RECALL,
          rerank: int = 1) -> dict:
     """The smallest search depth whose recall@10 for `queries` (not in the index) reaches `target`
-    against exact search over `base` (what the index holds). Recall is measured even for an index with
+    against exact search over `base` (what the index holds), less two standard errors (recall_bound). Recall is measured even for an index with
     no knob (8-bit codes are approximate too). With `rerank`, that many times 10 candidates are re-scored
     exactly, as searches will do."""
     if len(queries) == 0 or len(base) == 0:
@@ -120,14 +121,43 @@ def tune(index: faiss.Index, base: np.ndarray, queries: np.ndarray, target: floa
     k = min(TUNING_K, len(base))
     exact = faiss.knn(queries, base, k, metric=faiss.METRIC_INNER_PRODUCT)[1]
     knob = depth_parameter(index)
-    recall = 0.0
-    for depth in _depths(index, knob):
+
+    def measured(depth: int | None) -> tuple[dict, np.ndarray]:
         params = ({knob: depth} if knob else {}) | ({"rerank": rerank} if rerank > 1 else {})
         found = search(index, queries, k, params, exact_vectors=lambda rows: base[rows])[1]
-        recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, exact)]))
-        if recall >= target:
+        return params, per_query_recall(found, exact)
+
+    shallower = None  # the deepest depth tried that fell short
+    for depth in _depths(index, knob):
+        params, recalls = measured(depth)
+        if recall_bound(recalls) >= target:
             break
-    return {"params": params, "recall@10": round(recall, 4), "queries": len(queries)}
+        shallower = depth
+    if shallower is not None and recall_bound(recalls) >= target:
+        # the doubling overshoots by up to 2x, and search time grows with depth: bisect the last step
+        deeper = depth
+        for _ in range(REFINE_STEPS):
+            middle = (shallower + deeper) // 2
+            if middle in (shallower, deeper):
+                break
+            middle_params, middle_recalls = measured(middle)
+            if recall_bound(middle_recalls) >= target:
+                deeper, params, recalls = middle, middle_params, middle_recalls
+            else:
+                shallower = middle
+    return {"params": params, "recall@10": round(float(recalls.mean()), 4), "queries": len(queries)}
+
+
+def per_query_recall(found: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    return np.array([len(set(a) & set(b)) / len(b) for a, b in zip(found, exact)])
+
+
+def recall_bound(recalls: np.ndarray) -> float:
+    """Mean recall less two standard errors: tuned on its own mean, an index would fall short of the
+    target for about half of all other queries (at 1M, 0.948 on fresh queries for 0.952 when tuned)."""
+    if len(recalls) < 2:
+        return float(recalls.mean()) if len(recalls) else 1.0
+    return float(recalls.mean() - 2 * recalls.std(ddof=1) / np.sqrt(len(recalls)))
 
 
 def _depths(index: faiss.Index, knob: str | None) -> list[int | None]:

@@ -12,7 +12,7 @@ def test_quick_benchmarks_run_and_write_their_results(tatoeba):
     done = subprocess.run([sys.executable, "-m", "bench", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     results = {name: json.loads((ROOT / "bench" / "results" / f"{name}-quick.json").read_text())["results"]
-               for name in ("vector_realism", "index_types", "cold_query", "pipeline", "concurrency")}
+               for name in ("vector_realism", "index_types", "million", "cold_query", "pipeline", "concurrency")}
     assert [row["set"] for row in results["vector_realism"]] == ["real", "one Gaussian", "mixture of 16"]
     for row in results["vector_realism"]:
         recalls = [point["recall@10"] for point in row["hnsw32"]]
@@ -26,6 +26,9 @@ def test_quick_benchmarks_run_and_write_their_results(tatoeba):
         assert 0 < row["recall@10"] <= 1 and row["p50_ms"] <= row["p99_ms"] and row["index_mb"] > 0
     assert real["IVF30,PQ48"]["index_mb"] < real["Flat"]["index_mb"]
     assert [(row["count"], row["dim"]) for row in results["index_types"] if row["source"] == "fitted"] == [(3000, 64)]
+    (million,) = results["million"]
+    assert million["count"] == 3000 and million["tuned_efSearch"] in [p["efSearch"] for p in million["hnsw32"]]
+    assert million["tuned_recall@10"] >= 0.95
     assert results["cold_query"]["documents"] == 1500 and results["cold_query"]["ratio"] > 0
     assert results["pipeline"]["documents"] == 160 and results["pipeline"]["ratio"] > 0
     assert [row["concurrency"] for row in results["concurrency"][0]["results"]] == [1, 4]
