@@ -39,7 +39,7 @@ def build_index(directory: Path, count: int) -> dict:
 
 
 def xlsearch() -> str:
-    """The installed command, as users run it (`python -m cli.app` would compile cli/app.py every time)."""
+    """The installed command, as users run it (`python -m xlsearch` would compile its __main__ every time)."""
     return str(Path(sys.executable).parent / "xlsearch")
 
 

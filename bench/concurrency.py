@@ -12,9 +12,9 @@ import subprocess
 import sys
 import time
 
-from engine.embedders import create_embedder
+from xlsearch.engine.embedders import create_embedder
 from tests.conftest import free_port, wait_for_http
-from tests.fault_proxy import FaultProxy
+from testkit.fault_proxy import FaultProxy
 
 
 def run(levels: list[int], delay: float, requests: int, batch_size: int) -> list[dict]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from bench import RESULTS
 from bench.realistic_vectors import MIXTURE_COMPONENTS, FittedMixture, held_out
-from engine.index_types import choose_plan
+from xlsearch.engine.ann.index_types import choose_plan
 
 REAL = None  # the size of a "real" set: as many vectors as were embedded, less the queries
 QUERIES = 1000

@@ -13,8 +13,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from engine.faiss_index import build_faiss_index, per_query_recall, search
-from engine.index_types import plan_for
+from xlsearch.engine.ann.faiss_index import build_faiss_index, per_query_recall, search
+from xlsearch.engine.ann.index_types import plan_for
 
 K = 10
 

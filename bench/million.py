@@ -13,8 +13,8 @@ import numpy as np
 
 from bench.realistic_vectors import FittedMixture
 from bench.vector_realism import K, QUERIES, curve
-from engine.faiss_index import build_faiss_index
-from engine.index_types import plan_for
+from xlsearch.engine.ann.faiss_index import build_faiss_index
+from xlsearch.engine.ann.index_types import plan_for
 
 COUNT = 1_000_000
 EF_SEARCH = (64, 96, 128, 160, 192, 256, 384, 512)

@@ -41,7 +41,7 @@ def run(count: int) -> dict:
         corpus = Path(scratch) / "corpus.jsonl"
         corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "cli.app", "index", str(corpus), "--index", f"{scratch}/index",
+        done = subprocess.run([sys.executable, "-m", "xlsearch", "index", str(corpus), "--index", f"{scratch}/index",
                                "--no-cache", "--format", "json"], capture_output=True, text=True, check=True)
         wall_s = time.perf_counter() - started
     pipeline_s = json.loads(done.stdout)["seconds"]

@@ -15,8 +15,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from engine.embedders import create_embedder
-from engine.cache import default_cache_path
+from xlsearch.engine.embedders import create_embedder
+from xlsearch.engine.embedders.cache import default_cache_path
 
 TATOEBA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "tatoeba"
 CHUNK = 100_000

@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 
 from bench.realistic_vectors import FittedMixture, held_out
-from engine.faiss_index import per_query_recall
+from xlsearch.engine.ann.faiss_index import per_query_recall
 
 QUERIES = 1000
 EF_SEARCH = (16, 32, 64, 128, 256, 512)

@@ -11,9 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli import render
-from cli.progress import progress_bar
-from engine.errors import InputError, XLSearchError
+from xlsearch.cli import render
+from xlsearch.cli.progress import progress_bar
+from xlsearch.engine.errors import InputError, XLSearchError
 
 app = typer.Typer(
     add_completion=False,
@@ -54,7 +54,7 @@ def fails_cleanly(command):
 
 
 def cache_path(no_cache: bool) -> Path | None:
-    from engine.cache import default_cache_path
+    from xlsearch.engine.embedders.cache import default_cache_path
 
     return None if no_cache else default_cache_path()
 
@@ -64,7 +64,7 @@ def make_embedder(
     endpoint: list[str] | None, api_key: str | None, no_cache: bool, **server_options,
 ):
     """The embedder the shared backend options describe, behind the cache unless --no-cache."""
-    from engine.embedders import create_embedder
+    from xlsearch.engine.embedders import create_embedder
 
     return create_embedder(backend or "local", model=model, dim=dim, family=family, endpoint=endpoint,
                            api_key=api_key, cache_path=cache_path(no_cache), server_options=server_options)
@@ -109,13 +109,13 @@ def index(
     fmt: Format = "table",
 ) -> None:
     """Embed a corpus and write an index directory."""
-    from engine.languages import normalize_lang
-    from indexer.mapper import FieldMap
-    from indexer.pipeline import build_index
+    from xlsearch.engine.languages import normalize_lang
+    from xlsearch.indexer.mapper import FieldMap
+    from xlsearch.indexer.pipeline import build_index
 
-    from engine.index_settings import IndexSettings
-    from engine.index_types import parse_bytes
-    from indexer.chunking import ChunkPolicy
+    from xlsearch.engine.store.settings import IndexSettings
+    from xlsearch.engine.ann.index_types import parse_bytes
+    from xlsearch.indexer.chunking import ChunkPolicy
 
     check_format(fmt, ("table", "json"))
     fields = FieldMap(text_field, id_field, lang_field, normalize_lang(lang) if lang else None)
@@ -187,15 +187,15 @@ def query(
     fmt: Format = "table",
 ) -> None:
     """Search an index. Batch mode (--queries) writes one JSONL line per query."""
-    from engine.languages import parse_lang_list
-    from engine.search import open_searcher
+    from xlsearch.engine.languages import parse_lang_list
+    from xlsearch.engine.search import open_searcher
 
     check_format(fmt)
     if (text is None) == (queries is None):
         raise typer.BadParameter("give either a query TEXT or --queries FILE", param_hint="TEXT")
     langs = parse_lang_list(lang)
     if queries is not None:
-        from indexer.queries import read_queries
+        from xlsearch.indexer.queries import read_queries
 
         texts = read_queries(queries)
         fmt = "jsonl"
@@ -220,7 +220,7 @@ def query(
 @fails_cleanly
 def info(index_dir: IndexDir, fmt: Format = "table") -> None:
     """Describe an index: model, size, languages, files."""
-    from engine.manifest import read_manifest
+    from xlsearch.engine.store.manifest import read_manifest
 
     check_format(fmt, ("table", "json"))
     manifest = read_manifest(index_dir)
@@ -257,7 +257,7 @@ def delete(
     fmt: Format = "table",
 ) -> None:
     """Remove documents (all their chunks) from an index, without re-embedding the rest."""
-    from engine.updates import delete_documents
+    from xlsearch.engine.store.updates import delete_documents
 
     check_format(fmt, ("table", "json"))
     wanted = list(ids or [])
@@ -280,7 +280,7 @@ def delete(
 @fails_cleanly
 def verify(index_dir: IndexDir, fmt: Format = "table") -> None:
     """Check an index completely: files, sizes, checksums, counts, dimension, languages."""
-    from engine.verify import verify_index
+    from xlsearch.engine.store.verify import verify_index
 
     check_format(fmt, ("table", "json"))
     problems = verify_index(index_dir)
@@ -310,8 +310,8 @@ def similarity(
     fmt: Format = "table",
 ) -> None:
     """The cosine similarity matrix of a few texts."""
-    from engine.search import open_searcher
-    from engine.similarity import similarity_matrix
+    from xlsearch.engine.search import open_searcher
+    from xlsearch.engine.apps.text_similarity import similarity_matrix
 
     check_format(fmt, ("table", "json"))
     if len(texts) < 2:
@@ -357,8 +357,8 @@ def eval_command(
     fmt: Format = "table",
 ) -> None:
     """Recall on held-out translation pairs, before and after language-neutral ranking."""
-    from engine.evaluation.data import load_parallel
-    from engine.evaluation.runner import Split, evaluate, recall_matrix
+    from xlsearch.evaluation.data import load_parallel
+    from xlsearch.evaluation.runner import Split, evaluate, recall_matrix
 
     check_format(fmt, ("table", "json"))
     sets = load_parallel(source, [p.strip() for p in pairs.split(",") if p.strip()] if pairs else [])
@@ -373,7 +373,7 @@ def eval_command(
     if out:
         out.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if plot:
-        from cli.plot import save_recall_heatmap
+        from xlsearch.cli.plot import save_recall_heatmap
 
         best = report.configurations[-1]
         langs, grid = recall_matrix(best)
@@ -396,8 +396,8 @@ def dedup(
     fmt: Format = "table",
 ) -> None:
     """Groups of documents that say the same thing, in one language or several (ratio-margin neighbours)."""
-    from engine.dedup import find_duplicates
-    from engine.store import IndexReader
+    from xlsearch.engine.apps.dedup import find_duplicates
+    from xlsearch.engine.store.reader import IndexReader
 
     check_format(fmt)
     index = IndexReader(index_dir)
@@ -406,7 +406,7 @@ def dedup(
     groups = [group.to_dict() for group in found.groups]
     evaluation = None
     if truth_field is not None:
-        from engine.evaluation.dedup_eval import evaluate_duplicates
+        from xlsearch.evaluation.dedup_eval import evaluate_duplicates
 
         evaluation = evaluate_duplicates(index, found, truth_field, cross_lingual_only)
     threshold_shown = round(found.threshold, 4) if found.threshold != float("inf") else None  # no pairs at all
@@ -437,8 +437,8 @@ def similar(
     fmt: Format = "table",
 ) -> None:
     """Documents like a stored one, optionally only in other languages (nothing is embedded)."""
-    from engine.search import open_searcher
-    from engine.similar import similar_documents
+    from xlsearch.engine.search import open_searcher
+    from xlsearch.engine.apps.similar import similar_documents
 
     check_format(fmt)
     searcher = open_searcher(index_dir)
@@ -461,9 +461,9 @@ def cluster(
     fmt: Format = "table",
 ) -> None:
     """k-means over the language-neutral document vectors: clusters by meaning, whatever the language."""
-    from engine.clustering import cluster_documents, groups_kept_together
-    from engine.documents import document_field
-    from engine.store import IndexReader
+    from xlsearch.engine.apps.clustering import cluster_documents, groups_kept_together
+    from xlsearch.engine.apps.documents import document_field
+    from xlsearch.engine.store.reader import IndexReader
 
     check_format(fmt, ("table", "json"))
     index = IndexReader(index_dir)
@@ -499,8 +499,8 @@ def serve(
     at /, and OpenAPI docs at /api-docs. The index is loaded once."""
     import uvicorn
 
-    from cli.web import create_app
-    from engine.search import open_searcher
+    from xlsearch.cli.web import create_app
+    from xlsearch.engine.search import open_searcher
 
     searcher = open_searcher(index_dir, backend=backend, model=model, dim=dim, family=family, endpoint=endpoint,
                              api_key=api_key, cache_path=cache_path(no_cache))

@@ -11,7 +11,7 @@ if TYPE_CHECKING:  # rich is imported where a table is drawn: it costs 45 ms, an
     from rich.console import Console, RenderableType
     from rich.table import Table
 
-    from engine.search import Hit
+    from xlsearch.engine.search import Hit
 
 FORMATS = ("table", "json", "jsonl")
 
@@ -152,7 +152,7 @@ def dedup_evaluation_line(evaluation: dict) -> str:
 
 def index_description(manifest: dict) -> str:
     """'IVF1024,Flat (ivf, float32), nprobe 16, recall@10 0.962 vs exact, 160.2 MB' for `info`."""
-    from engine.index_types import format_bytes
+    from xlsearch.engine.ann.index_types import format_bytes
 
     built = manifest.get("index")
     if not built:  # written before index types existed: always exact

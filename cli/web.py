@@ -13,13 +13,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
-from engine.documents import read_document
-from engine.errors import InputError, XLSearchError
-from engine.search import Searcher
+from xlsearch.engine.apps.documents import read_document
+from xlsearch.engine.errors import InputError, XLSearchError
+from xlsearch.engine.search import Searcher
 
 MAX_K = 100
 MAX_BATCH = 64
-PAGE = files("cli") / "static" / "search.html"
+PAGE = files("xlsearch.cli") / "static" / "search.html"
 
 
 class SearchBatch(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 
-from engine.errors import InputError
+from xlsearch.engine.errors import InputError
 
 
 @functools.lru_cache(maxsize=4096)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from engine.errors import InputError
+from xlsearch.engine.errors import InputError
 
 # Tasks for instruction-following models (Qwen3-Embedding); e5 has only its query/passage prefixes.
 RETRIEVAL_TASK = "Given a web search query, retrieve relevant passages that answer the query"

@@ -9,12 +9,12 @@ import numpy as np
 
 from pathlib import Path
 
-from engine.embedders import create_embedder
-from engine.embedders.base import Embedder
-from engine.errors import IndexMismatchError
-from engine.languages import normalize_lang, parse_lang_list
-from engine.ranking import RERANK_DEPTH, margin_scores
-from engine.store import IndexReader
+from xlsearch.engine.embedders import create_embedder
+from xlsearch.engine.embedders.base import Embedder
+from xlsearch.engine.errors import IndexMismatchError
+from xlsearch.engine.languages import normalize_lang, parse_lang_list
+from xlsearch.engine.ranking.neighbourhoods import RERANK_DEPTH, margin_scores
+from xlsearch.engine.store.reader import IndexReader
 
 HIT_COLUMNS = ["doc_id", "lang", "text", "source", "chunk", "chunks", "start", "end", "extra"]
 

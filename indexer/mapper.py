@@ -6,9 +6,9 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from engine.errors import InputError
-from engine.languages import detect_lang, normalize_lang
-from indexer.documents import Document, Record
+from xlsearch.engine.errors import InputError
+from xlsearch.engine.languages import detect_lang, normalize_lang
+from xlsearch.indexer.documents import Document, Record
 
 
 @dataclass(frozen=True)

@@ -11,18 +11,18 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from engine.embedders.base import Embedder
-from engine.errors import BackendError, InputError
-from engine.publish import crash_point, published, writer_lock
-from engine.search import check_compatible
-from engine.index_settings import IndexSettings
-from engine.index_types import IndexPlan, choose_plan
-from engine.store import IndexReader, rewrite_index, write_index
-from indexer.batches import batched
-from indexer.chunking import ChunkPolicy, chunk_spans
-from indexer.documents import Document
-from indexer.mapper import FieldMap, MappingReport, map_records
-from indexer.readers import read_records
+from xlsearch.engine.embedders.base import Embedder
+from xlsearch.engine.errors import BackendError, InputError
+from xlsearch.engine.store.publish import crash_point, published, writer_lock
+from xlsearch.engine.search import check_compatible
+from xlsearch.engine.store.settings import IndexSettings
+from xlsearch.engine.ann.index_types import IndexPlan, choose_plan
+from xlsearch.engine.store.reader import IndexReader, rewrite_index, write_index
+from xlsearch.indexer.batches import batched
+from xlsearch.indexer.chunking import ChunkPolicy, chunk_spans
+from xlsearch.indexer.documents import Document
+from xlsearch.indexer.mapper import FieldMap, MappingReport, map_records
+from xlsearch.indexer.readers import read_records
 
 # Called with (documents embedded so far, total documents).
 Progress = Callable[[int, int], None]

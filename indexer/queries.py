@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.errors import InputError
-from indexer.readers import read_records, reader_for
-from indexer.readers.text import read_lines
+from xlsearch.engine.errors import InputError
+from xlsearch.indexer.readers import read_records, reader_for
+from xlsearch.indexer.readers.text import read_lines
 
 
 def read_queries(path: Path, text_field: str = "text") -> list[str]:

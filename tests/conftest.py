@@ -34,7 +34,7 @@ def embedding_cache(tmp_path_factory):
 def xlsearch(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the real command, as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "cli.app", *map(str, args)],
+        [sys.executable, "-m", "xlsearch", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -118,6 +118,6 @@ def tatoeba() -> Path:
 
 @pytest.fixture(scope="session")
 def local_embedder():
-    from engine.embedders import create_embedder
+    from xlsearch.engine.embedders import create_embedder
 
     return create_embedder("local")

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from engine.evaluation.dedup_eval import write_tatoeba_mix
+from xlsearch.evaluation.dedup_eval import write_tatoeba_mix
 from tests.conftest import DEMO_CORPUS, assert_clean_failure, build_index, xlsearch, xlsearch_json
 
 
@@ -76,8 +76,8 @@ def test_similar_finds_the_translation_in_the_asked_language_first(demo_index):
 
 
 def test_similar_recommends_across_languages_for_every_demo_group(demo_index):
-    from engine.search import open_searcher
-    from engine.similar import similar_documents
+    from xlsearch.engine.search import open_searcher
+    from xlsearch.engine.apps.similar import similar_documents
 
     searcher = open_searcher(demo_index)
     groups = sorted({str(g) for g in searcher.index.column("extra") if '"group": ""' not in g})
@@ -124,7 +124,7 @@ def test_applications_refuse_bad_input_with_one_clear_line(demo_index):
 
 
 def test_otsu_threshold_cuts_between_two_populations():
-    from engine.dedup import otsu_threshold
+    from xlsearch.engine.apps.dedup import otsu_threshold
 
     rng = np.random.default_rng(7)
     without = rng.normal(1.0, 0.05, 300)  # best margins of documents without a duplicate
@@ -137,8 +137,8 @@ def test_otsu_threshold_cuts_between_two_populations():
 def test_groups_and_pair_counts_match_a_listing_of_the_pairs():
     from itertools import combinations
 
-    from engine.dedup import link_groups
-    from engine.evaluation.dedup_eval import PairCounter
+    from xlsearch.engine.apps.dedup import link_groups
+    from xlsearch.evaluation.dedup_eval import PairCounter
 
     groups = link_groups(7, np.array([0, 1, 4]), np.array([1, 2, 5]))
     assert [g.tolist() for g in groups] == [[0, 1, 2], [4, 5]]
@@ -159,8 +159,8 @@ def test_chunked_documents_are_compared_whole(tmp_path):
     """Documents of four demo sentences each, split into one chunk per sentence: a document is its
     chunks together, for duplicates, for similar documents and when read back. Half of the English
     documents have a German version (the default threshold needs documents without one, too)."""
-    from engine.documents import read_document
-    from engine.store import IndexReader
+    from xlsearch.engine.apps.documents import read_document
+    from xlsearch.engine.store.reader import IndexReader
 
     records = [json.loads(line) for line in (DEMO_CORPUS / "demo.jsonl").read_text(encoding="utf-8").splitlines()]
     texts = {(r["group"], r["lang"]): r["text"] for r in records if r["group"]}

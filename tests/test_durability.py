@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from cli.app import app
-from engine.publish import CRASH_ENV, writer_lock
+from xlsearch.cli.app import app
+from xlsearch.engine.store.publish import CRASH_ENV, writer_lock
 from tests.conftest import DEMO_CORPUS, assert_clean_failure, xlsearch, xlsearch_json
 
 DEMO_ROWS = [json.loads(line) for line in (DEMO_CORPUS / "demo.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -193,7 +193,7 @@ def test_a_full_disk_fails_clearly_and_keeps_the_previous_version(corpora, tmp_p
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write() instead of killing the process
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 
-    result = subprocess.run([sys.executable, "-m", "cli.app", "index", str(new), "--index", str(index_dir), "--no-cache"],
+    result = subprocess.run([sys.executable, "-m", "xlsearch", "index", str(new), "--index", str(index_dir), "--no-cache"],
                             capture_output=True, text=True, preexec_fn=small_files, cwd=os.getcwd())
     assert_clean_failure(result, f"cannot write index {index_dir}:", "File too large", "previous version is unchanged", code=1)
     assert (index_dir / "manifest.json").read_text() == before
@@ -202,8 +202,8 @@ def test_a_full_disk_fails_clearly_and_keeps_the_previous_version(corpora, tmp_p
 
 
 def test_a_searcher_opened_before_a_rebuild_keeps_answering_from_the_old_version(corpora, tmp_path, local_embedder):
-    from engine.search import Searcher
-    from engine.store import IndexReader
+    from xlsearch.engine.search import Searcher
+    from xlsearch.engine.store.reader import IndexReader
 
     old, new = corpora
     index_dir = tmp_path / "index"

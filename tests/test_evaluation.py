@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from engine.errors import InputError
-from engine.evaluation.data import ParallelSet, Sentence
-from engine.margin import neighbourhood, ratio_margin
-from engine.evaluation.metrics import direction_scores, first_right_rank
-from engine.evaluation.runner import Split, _ranked
-from engine.neutral import MIN_SENTENCES, LanguageStats
-from engine.vectors import normalize_rows
+from xlsearch.engine.errors import InputError
+from xlsearch.evaluation.data import ParallelSet, Sentence
+from xlsearch.engine.ranking.margin import neighbourhood, ratio_margin
+from xlsearch.evaluation.metrics import direction_scores, first_right_rank
+from xlsearch.evaluation.runner import Split, _ranked
+from xlsearch.engine.ranking.neutral import MIN_SENTENCES, LanguageStats
+from xlsearch.engine.vectors import normalize_rows
 from tests.conftest import DEMO_CORPUS, ROOT, assert_clean_failure, xlsearch
 
 PARAPHRASES = ROOT / "corpora" / "paraphrases"

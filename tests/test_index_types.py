@@ -11,11 +11,11 @@ import pyarrow as pa
 import pytest
 
 from tests.conftest import DEMO_CORPUS, assert_clean_failure, xlsearch, xlsearch_json
-from engine import store
-from engine.errors import InputError
-from engine.faiss_index import build_faiss_index, gpu_count, per_query_recall, recall_bound, search, tune
-from engine.index_settings import IndexSettings
-from engine.index_types import choose_plan, parse_bytes, plan_for
+from xlsearch.engine import store
+from xlsearch.engine.errors import InputError
+from xlsearch.engine.ann.faiss_index import build_faiss_index, gpu_count, per_query_recall, recall_bound, search, tune
+from xlsearch.engine.store.settings import IndexSettings
+from xlsearch.engine.ann.index_types import choose_plan, parse_bytes, plan_for
 
 GB = 1 << 30
 

@@ -1,7 +1,7 @@
 import pytest
 
-from engine.errors import InputError
-from engine.languages import detect_lang, normalize_lang, parse_lang_list
+from xlsearch.engine.errors import InputError
+from xlsearch.engine.languages import detect_lang, normalize_lang, parse_lang_list
 
 
 @pytest.mark.parametrize(

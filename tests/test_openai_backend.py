@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from engine.embedders import create_embedder
-from engine.embedders.wire import decode_embedding, normalize_endpoint, server_message
-from engine.errors import BackendError, InputError
-from engine.profiles import PARALLEL_TASK, RETRIEVAL_TASK, profile_for
-from engine.vectors import truncate
+from xlsearch.engine.embedders import create_embedder
+from xlsearch.engine.embedders.wire import decode_embedding, normalize_endpoint, server_message
+from xlsearch.engine.errors import BackendError, InputError
+from xlsearch.engine.profiles import PARALLEL_TASK, RETRIEVAL_TASK, profile_for
+from xlsearch.engine.vectors import truncate
 from tests.conftest import assert_clean_failure, free_port, xlsearch, xlsearch_json
 
 TEXTS = ["今天天气真好，适合出去散步", "The weather is great today, perfect for a walk", "오늘 날씨가 정말 좋네요"]

@@ -4,7 +4,7 @@ import faiss
 import numpy as np
 import pytest
 
-from engine.ranking import document_neighbourhoods, margin_scores
+from xlsearch.engine.ranking.neighbourhoods import document_neighbourhoods, margin_scores
 
 
 def flat_index(vectors):

@@ -7,9 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.errors import InputError
-from indexer.mapper import FieldMap, MappingReport, map_records
-from indexer.readers import read_records
+from xlsearch.engine.errors import InputError
+from xlsearch.indexer.mapper import FieldMap, MappingReport, map_records
+from xlsearch.indexer.readers import read_records
 
 ROWS = [
     {"id": "w1", "lang": "en", "text": "It is sunny today.", "topic": "weather"},

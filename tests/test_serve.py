@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.evaluation.dedup_eval import write_tatoeba_mix
+from xlsearch.evaluation.dedup_eval import write_tatoeba_mix
 from tests.conftest import DEMO_CORPUS, ROOT, build_index, free_port, wait_for_http
 
 WEATHER_QUERY = "今天天气真好，适合出去散步"
@@ -26,7 +26,7 @@ CHROMIUM = "/usr/bin/chromium"
 def serving(index_dir: Path) -> Iterator[str]:
     """`xlsearch serve` on a free loopback port, until the block ends; yields its base URL."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "cli.app", "serve", "--index", str(index_dir), "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "xlsearch", "serve", "--index", str(index_dir), "--port", str(port)],
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -6,11 +6,11 @@ import threading
 import numpy as np
 import pytest
 
-from engine.embedders import create_embedder
-from engine.errors import BackendError
-from engine.vectors import truncate
+from xlsearch.engine.embedders import create_embedder
+from xlsearch.engine.errors import BackendError
+from xlsearch.engine.vectors import truncate
 from tests.conftest import assert_clean_failure, xlsearch, xlsearch_json
-from tests.fault_proxy import FaultProxy
+from testkit.fault_proxy import FaultProxy
 
 TEXTS = [f"{word} number {i}: {phrase}" for i, (word, phrase) in enumerate(
     [("Sentence", "the weather is nice"), ("文", "今天天气很好"), ("文章", "今日はいい天気です"), ("문장", "날씨가 좋아요")] * 6)]

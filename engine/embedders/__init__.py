@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.embedders.base import Embedder
-from engine.errors import InputError
+from xlsearch.engine.embedders.base import Embedder
+from xlsearch.engine.errors import InputError
 
 BACKENDS = ("local", "openai")
 
@@ -29,20 +29,20 @@ def create_embedder(
                         server_options=server_options or {})
     if cache_path is None:
         return embedder
-    from engine.cache import CachedEmbedder, EmbeddingCache
+    from xlsearch.engine.embedders.cache import CachedEmbedder, EmbeddingCache
 
     return CachedEmbedder(embedder, EmbeddingCache(cache_path))
 
 
 def _backend(backend: str, *, model, dim, family, endpoint, api_key, server_options) -> Embedder:
     if backend == "local":
-        from engine.embedders.local import LocalEmbedder
+        from xlsearch.engine.embedders.local import LocalEmbedder
 
         return LocalEmbedder(model=model, dim=dim)
     if backend == "openai":
         if not endpoint:
             raise InputError("the openai backend needs --endpoint (or XLSEARCH_ENDPOINT), e.g. http://127.0.0.1:30000/v1")
-        from engine.embedders.openai_api import OpenAIEmbedder
+        from xlsearch.engine.embedders.openai_api import OpenAIEmbedder
 
         return OpenAIEmbedder(endpoint=endpoint, model=model, dim=dim, family=family, api_key=api_key, **server_options)
     raise InputError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine.profiles import ModelProfile
+from xlsearch.engine.profiles import ModelProfile
 
 
 class Embedder(ABC):

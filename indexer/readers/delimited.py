@@ -5,9 +5,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from engine.errors import InputError
-from indexer.documents import Record
-from indexer.readers.text import open_text
+from xlsearch.engine.errors import InputError
+from xlsearch.indexer.documents import Record
+from xlsearch.indexer.readers.text import open_text
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long documents are normal in a corpus
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from engine.errors import InputError
-from indexer.documents import Record
+from xlsearch.engine.errors import InputError
+from xlsearch.indexer.documents import Record
 
 PREFIX = "hf:"
 

@@ -4,9 +4,9 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from engine.errors import InputError
-from indexer.documents import Record
-from indexer.readers.text import open_text
+from xlsearch.engine.errors import InputError
+from xlsearch.indexer.documents import Record
+from xlsearch.indexer.readers.text import open_text
 
 
 def read_json(path: Path, source: str) -> Iterator[Record]:

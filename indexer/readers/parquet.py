@@ -6,8 +6,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.errors import InputError
-from indexer.documents import Record
+from xlsearch.engine.errors import InputError
+from xlsearch.indexer.documents import Record
 
 
 def read_parquet(path: Path, source: str) -> Iterator[Record]:

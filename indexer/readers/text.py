@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from indexer.documents import Record
+from xlsearch.indexer.documents import Record
 
 # LASER's Tatoeba layout: tatoeba.cmn-eng.cmn holds the cmn side of the cmn-eng pairs.
 TATOEBA_NAME = re.compile(r"^tatoeba\.([a-z]{2,3})-([a-z]{2,3})\.([a-z]{2,3})$")

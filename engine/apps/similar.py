@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from engine.documents import document_row_ids
-from engine.languages import parse_lang_list
-from engine.search import Hit, Searcher
-from engine.vectors import normalize_rows
+from xlsearch.engine.apps.documents import document_row_ids
+from xlsearch.engine.languages import parse_lang_list
+from xlsearch.engine.search import Hit, Searcher
+from xlsearch.engine.vectors import normalize_rows
 
 
 def similar_documents(searcher: Searcher, doc_id: str, k: int = 10, langs: str | list[str] | None = None) -> list[Hit]:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.errors import InputError
-from engine.store import IndexReader
-from engine.vectors import normalize_rows
+from xlsearch.engine.errors import InputError
+from xlsearch.engine.store.reader import IndexReader
+from xlsearch.engine.vectors import normalize_rows
 
 
 @dataclass

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.manifest import file_sha256
-from engine.store import IndexReader
+from xlsearch.engine.store.manifest import file_sha256
+from xlsearch.engine.store.reader import IndexReader
 
 
 def verify_index(directory: Path) -> list[str]:

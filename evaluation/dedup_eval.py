@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.dedup import Duplicates, link_groups
-from engine.documents import document_field
-from engine.evaluation.data import load_tatoeba
-from engine.store import IndexReader
+from xlsearch.engine.apps.dedup import Duplicates, link_groups
+from xlsearch.engine.apps.documents import document_field
+from xlsearch.evaluation.data import load_tatoeba
+from xlsearch.engine.store.reader import IndexReader
 
 SWEEP_STEPS = 200
 END_PUNCTUATION = ".!?。！？…"

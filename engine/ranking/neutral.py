@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.vectors import normalize_rows
+from xlsearch.engine.vectors import normalize_rows
 
 STATS_FILE = "languages.npz"
 METHOD = "center+lir1"  # per-language centering, then each language's first principal direction removed

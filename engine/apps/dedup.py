@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.documents import DocumentRows
-from engine.errors import InputError
-from engine.margin import MARGIN_K, neighbourhood, other_document_neighbours, ratio_margin
-from engine.store import IndexReader
+from xlsearch.engine.apps.documents import DocumentRows
+from xlsearch.engine.errors import InputError
+from xlsearch.engine.ranking.margin import MARGIN_K, neighbourhood, other_document_neighbours, ratio_margin
+from xlsearch.engine.store.reader import IndexReader
 
 Progress = Callable[[int, int], None]
 

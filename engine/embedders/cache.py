@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.embedders.base import Embedder
+from xlsearch.engine.embedders.base import Embedder
 
 _LOOKUP_CHUNK = 500  # stays under SQLite's limit on bound parameters
 

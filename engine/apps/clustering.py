@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
-from engine.documents import DocumentRows
-from engine.errors import InputError
-from engine.store import IndexReader
+from xlsearch.engine.apps.documents import DocumentRows
+from xlsearch.engine.errors import InputError
+from xlsearch.engine.store.reader import IndexReader
 
 SEED = 1234  # fixed, so the same index always gives the same clusters
 ITERATIONS = 25

@@ -16,15 +16,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.errors import IndexMismatchError, StorageError
-from engine.faiss_index import build_faiss_index, depth_parameter, read_faiss_index, resolve_device, search
-from engine.index_settings import IndexSettings
-from engine.index_types import choose_plan
-from engine.manifest import FORMAT_VERSION, file_sha256, read_manifest, write_manifest
-from engine.neutral import METHOD, STATS_FILE, LanguageStats
-from engine.publish import crash_point, new_staging, publish, published
-from engine.ranking import NEIGHBOURHOOD_FILE, document_neighbourhoods
-from engine.vectors import sorted_unique
+from xlsearch.engine.errors import IndexMismatchError, StorageError
+from xlsearch.engine.ann.faiss_index import build_faiss_index, depth_parameter, read_faiss_index, resolve_device, search
+from xlsearch.engine.store.settings import IndexSettings
+from xlsearch.engine.ann.index_types import choose_plan
+from xlsearch.engine.store.manifest import FORMAT_VERSION, file_sha256, read_manifest, write_manifest
+from xlsearch.engine.ranking.neutral import METHOD, STATS_FILE, LanguageStats
+from xlsearch.engine.store.publish import crash_point, new_staging, publish, published
+from xlsearch.engine.ranking.neighbourhoods import NEIGHBOURHOOD_FILE, document_neighbourhoods
+from xlsearch.engine.vectors import sorted_unique
 
 INDEX_FILE = "index.faiss"
 META_FILE = "meta.parquet"

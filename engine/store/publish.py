@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine.errors import StorageError, XLSearchError
+from xlsearch.engine.errors import StorageError, XLSearchError
 
 # Fault injection for the crash tests: `XLSEARCH_CRASH_AT=<point>` kills the process there with SIGKILL,
 # as a power cut or the OOM killer would. Points: embedding, faiss, parquet, publish.

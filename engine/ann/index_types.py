@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from engine.errors import InputError
+from xlsearch.engine.errors import InputError
 
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf", "ivfpq")
 STORAGES = ("float32", "float16", "sq8")

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
-from engine.embedders.base import Embedder
-from engine.errors import InputError
-from engine.evaluation.data import ParallelSet, Sentence
-from engine.margin import MARGIN_K, neighbourhood, ratio_margin
-from engine.evaluation.metrics import KS, DirectionScores, direction_scores, first_right_rank
-from engine.neutral import METHOD, LanguageStats
-from engine.profiles import PARALLEL_TASK
+from xlsearch.engine.embedders.base import Embedder
+from xlsearch.engine.errors import InputError
+from xlsearch.evaluation.data import ParallelSet, Sentence
+from xlsearch.engine.ranking.margin import MARGIN_K, neighbourhood, ratio_margin
+from xlsearch.evaluation.metrics import KS, DirectionScores, direction_scores, first_right_rank
+from xlsearch.engine.ranking.neutral import METHOD, LanguageStats
+from xlsearch.engine.profiles import PARALLEL_TASK
 
 # monolingual: one pool of every language, but each query's answer is its paraphrase in its own language
 MODES = ("pairwise", "pooled", "monolingual")

@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from engine.errors import IndexMismatchError, InputError
+from xlsearch.engine.errors import IndexMismatchError, InputError
 
 FORMAT_VERSION = 2  # 2: chunk columns in meta.parquet, documents and chunking in the manifest
 MANIFEST_FILE = "manifest.json"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from engine.errors import InputError
-from engine.faiss_index import DEVICES
-from engine.index_types import STORAGES
+from xlsearch.engine.errors import InputError
+from xlsearch.engine.ann.faiss_index import DEVICES
+from xlsearch.engine.ann.index_types import STORAGES
 
 SCORINGS = ("margin", "cosine")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.margin import MARGIN_K, neighbourhood, other_document_neighbours, ratio_margin
+from xlsearch.engine.ranking.margin import MARGIN_K, neighbourhood, other_document_neighbours, ratio_margin
 
 NEIGHBOURHOOD_FILE = "neighbourhood.npy"
 # Candidates re-ranked per query: as deep as eval's margin scoring looks

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.publish import writer_lock
-from engine.store import IndexReader, rewrite_index
+from xlsearch.engine.store.publish import writer_lock
+from xlsearch.engine.store.reader import IndexReader, rewrite_index
 
 
 def delete_documents(directory: Path, ids: list[str]) -> tuple[dict, list[str], list[str]]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.embedders.base import Embedder
-from engine.neutral import LanguageStats
-from engine.profiles import PARALLEL_TASK
+from xlsearch.engine.embedders.base import Embedder
+from xlsearch.engine.ranking.neutral import LanguageStats
+from xlsearch.engine.profiles import PARALLEL_TASK
 
 
 def similarity_matrix(embedder: Embedder, texts: list[str], stats: LanguageStats | None = None) -> np.ndarray:

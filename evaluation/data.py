@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import InputError
-from engine.languages import normalize_lang
-from indexer.readers import read_records
-from indexer.readers.hf import PREFIX as HF_PREFIX
+from xlsearch.engine.errors import InputError
+from xlsearch.engine.languages import normalize_lang
+from xlsearch.indexer.readers import read_records
+from xlsearch.indexer.readers.hf import PREFIX as HF_PREFIX
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from engine.errors import InputError
-from engine.index_types import IndexPlan
-from engine.vectors import sorted_unique
+from xlsearch.engine.errors import InputError
+from xlsearch.engine.ann.index_types import IndexPlan
+from xlsearch.engine.vectors import sorted_unique
 
 DEVICES = ("auto", "cpu", "gpu")
 TARGET_RECALL = 0.95
