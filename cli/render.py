@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # rich is imported where a table is drawn: it costs 45 ms, an
     from rich.table import Table
 
     from xlsearch.engine.search import Hit
+    from xlsearch.engine.store.manifest import Manifest
 
 FORMATS = ("table", "json", "jsonl")
 
@@ -150,13 +151,13 @@ def dedup_evaluation_line(evaluation: dict) -> str:
             f"{best['threshold']}: precision {best['precision']:.3f}, recall {best['recall']:.3f}")
 
 
-def index_description(manifest: dict) -> str:
+def index_description(manifest: Manifest) -> str:
     """'IVF1024,Flat (ivf, float32), nprobe 16, recall@10 0.962 vs exact, 160.2 MB' for `info`."""
     from xlsearch.engine.ann.index_types import format_bytes
 
-    built = manifest.get("index")
-    if not built:  # written before index types existed: always exact
-        return f"{manifest['index_type']} ({manifest['metric']})"
+    built = manifest.index
+    if "params" not in built:  # written before index types existed (migrated): always exact
+        return f"{built['key']} ({manifest.metric})"
     params = ", ".join(f"{k} {v}" for k, v in built["params"].items())
     return (f"{built['key']} ({built['kind']}, {built['storage']}, built on {built['device']})"
             + (f", {params}" if params else "")

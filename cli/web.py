@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from xlsearch.engine.apps.documents import read_document
 from xlsearch.engine.errors import InputError, XLSearchError
-from xlsearch.engine.search import Searcher
+from xlsearch.index import Index
 
 MAX_K = 100
 MAX_BATCH = 64
@@ -42,13 +42,13 @@ def validation_message(exc: RequestValidationError) -> str:
     return "; ".join(problems)
 
 
-def create_app(searcher: Searcher) -> FastAPI:
+def create_app(served: Index) -> FastAPI:
     app = FastAPI(title="xlsearch", description="Cross-lingual semantic search over one index.",
                   docs_url="/api-docs", redoc_url=None, swagger_ui_oauth2_redirect_url=None)
     # FastAPI runs these handlers on a thread pool; the embedder, its cache connection and the index's
     # lazily read columns are shared, so one request at a time goes through them.
     engine_lock = threading.Lock()
-    index = searcher.index
+    index = served.reader
 
     @app.exception_handler(RequestValidationError)
     def invalid_request(_request, exc: RequestValidationError) -> JSONResponse:
@@ -57,13 +57,14 @@ def create_app(searcher: Searcher) -> FastAPI:
 
     @app.exception_handler(XLSearchError)
     def engine_error(_request, exc: XLSearchError) -> JSONResponse:
-        return error(400 if isinstance(exc, InputError) else 500, str(exc))
+        status = 400 if isinstance(exc, InputError) else 500
+        return JSONResponse({"error": str(exc), **({"field": exc.field} if exc.field else {})}, status_code=status)
 
     def run(queries: list[str], k: int, lang: str | None, query_lang: str | None) -> list[dict]:
         if not all(q.strip() for q in queries):
             raise InputError("a query is empty")
         with engine_lock:
-            results = searcher.search(queries, k=k, langs=lang, query_lang=query_lang)
+            results = served.search(queries, k=k, lang=lang, query_lang=query_lang)
         return [{"query": q, "hits": [hit.to_dict() for hit in hits]} for q, hits in zip(queries, results)]
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -72,9 +73,9 @@ def create_app(searcher: Searcher) -> FastAPI:
 
     @app.get("/health")
     def health() -> dict:
-        manifest = index.manifest
-        return {"status": "ok", "index": str(index.directory), "documents": manifest.get("documents", len(index)),
-                "languages": manifest["languages"], "model": manifest["model"]}
+        manifest = served.info
+        return {"status": "ok", "index": str(served.path), "documents": manifest.documents,
+                "languages": manifest.languages, "model": manifest.model}
 
     @app.get("/search")
     def search(

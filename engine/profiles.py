@@ -36,12 +36,12 @@ class ModelProfile:
             return
         if self.matryoshka is None and self.native_dim is not None:
             raise InputError(
-                f"--dim {dim}: model {model!r} has a fixed dimension of {self.native_dim} "
-                "(it is not a Matryoshka model)"
+                f"model {model!r} has a fixed dimension of {self.native_dim} "
+                "(it is not a Matryoshka model)", field="dim", value=dim
             )
         low, high = self.matryoshka or (1, self.native_dim or dim)
         if not low <= dim <= high:
-            raise InputError(f"--dim {dim}: model {model!r} supports dimensions {low}..{high}")
+            raise InputError(f"model {model!r} supports dimensions {low}..{high}", field="dim", value=dim)
 
     def prompts(self, task: str | None = None) -> dict[str, str]:
         """The prompts as recorded in an index manifest."""
@@ -99,7 +99,7 @@ def profile_for(model: str, family: str | None = None) -> ModelProfile:
     family named, for a model served under a name of its own (a fine-tune, an alias)."""
     if family is not None:
         if family not in FAMILIES:
-            raise InputError(f"--family {family!r}: expected one of {', '.join(FAMILIES)}")
+            raise InputError(f"expected one of {', '.join(FAMILIES)}", field="family", value=family)
         return FAMILIES[family]
     name = model.lower()
     if "qwen3-embedding" in name:

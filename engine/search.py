@@ -7,11 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from pathlib import Path
-
-from xlsearch.engine.embedders import create_embedder
 from xlsearch.engine.embedders.base import Embedder
-from xlsearch.engine.errors import IndexMismatchError
 from xlsearch.engine.languages import normalize_lang, parse_lang_list
 from xlsearch.engine.ranking.neighbourhoods import RERANK_DEPTH, margin_scores
 from xlsearch.engine.store.reader import IndexReader
@@ -41,19 +37,13 @@ class Hit:
         return {**{k: v for k, v in data.items() if k != "extra"}, **data["extra"]}
 
 
-def check_compatible(index: IndexReader, embedder: Embedder) -> None:
-    """Vectors of another model or dimension would rank garbage: refuse, naming both."""
-    built, asked = index.manifest, (embedder.model, embedder.dim)
-    if (built["model"], built["dim"]) != asked:
-        raise IndexMismatchError(
-            f"--index {index.directory} was built with model {built['model']!r} at {built['dim']} dims; "
-            f"the query embedder is {asked[0]!r} at {asked[1]} dims"
-        )
-
-
 class Searcher:
-    def __init__(self, index: IndexReader, embedder: Embedder) -> None:
-        check_compatible(index, embedder)
+    """Ranks an index's documents for query texts (embedded by `embedder`) or for vectors already in the
+    index's space (no embedder needed)."""
+
+    def __init__(self, index: IndexReader, embedder: Embedder | None = None) -> None:
+        if embedder is not None:
+            index.check_compatible(embedder)
         self.index = index
         self.embedder = embedder
 
@@ -85,7 +75,7 @@ class Searcher:
         then re-ranked by margin."""
         row_filter = self.language_rows(langs)
         available = len(self.index) if row_filter is None else len(row_filter)
-        chunked = self.index.manifest.get("documents", len(self.index)) < len(self.index)
+        chunked = self.index.manifest.chunked
         margin = self.index.neighbourhoods is not None
         fetch = max(k, RERANK_DEPTH) if margin else k
         fetch = fetch * 4 if chunked else fetch
@@ -140,31 +130,3 @@ class Searcher:
                 cosine=None if cosine is None else float(cosine),
             ))
         return hits
-
-
-def open_searcher(
-    index_dir: Path,
-    *,
-    backend: str | None = None,
-    model: str | None = None,
-    dim: int | None = None,
-    family: str | None = None,
-    endpoint: str | list[str] | None = None,  # several servers: a list or a comma-separated string
-    api_key: str | None = None,
-    cache_path: Path | None = None,
-) -> Searcher:
-    """A searcher whose query embedder is the one the index was built with, unless told otherwise."""
-    index = IndexReader(index_dir)
-    built = index.manifest
-    backend = backend or built["backend"]
-    same_backend = backend == built["backend"]
-    embedder = create_embedder(
-        backend,
-        model=model or (built["model"] if same_backend else None),
-        dim=dim or built.get("requested_dim"),
-        family=family or (built.get("family") if same_backend and backend == "openai" else None),
-        endpoint=endpoint or (built.get("endpoint") if same_backend else None),
-        api_key=api_key,
-        cache_path=cache_path,
-    )
-    return Searcher(index, embedder)

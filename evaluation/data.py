@@ -42,7 +42,7 @@ def load_tatoeba(directory: Path, pairs: list[str]) -> list[ParallelSet]:
         try:
             src, tgt = pair.split("-")
         except ValueError:
-            raise InputError(f"--pairs {pair!r}: expected the form xxx-eng") from None
+            raise InputError("expected the form xxx-eng", field="pairs", value=pair) from None
         left = _lines(directory / f"tatoeba.{pair}.{src}")
         right = _lines(directory / f"tatoeba.{pair}.{tgt}")
         if len(left) != len(right):
@@ -91,10 +91,10 @@ def load_parallel(source: str, pairs: list[str]) -> list[ParallelSet]:
     path = Path(source)
     if pairs:
         if not path.is_dir():
-            raise InputError(f"{source}: --pairs needs a directory of tatoeba.xxx-eng.xxx files")
+            raise InputError(f"{source}: `pairs` needs a directory of tatoeba.xxx-eng.xxx files")
         return load_tatoeba(path, pairs)
     if path.is_dir() and any(path.glob("tatoeba.*-*.*")):
-        raise InputError(f"{source}: a Tatoeba directory; choose pairs with --pairs, e.g. cmn-eng,jpn-eng")
+        raise InputError(f"{source}: a Tatoeba directory; choose pairs with `pairs`, e.g. cmn-eng,jpn-eng")
     langs = None
     if source.startswith(HF_PREFIX):
         config = source[len(HF_PREFIX):].split(":")[1:2]

@@ -36,7 +36,7 @@ class Split:
         fit = len(keys) // 2 if self.fit is None else self.fit
         score = len(keys) - fit if self.score is None else self.score
         if fit + score > len(keys) or score <= 0:
-            raise InputError(f"{parallel.name}: --fit {fit} + --score {score} exceeds its {len(keys)} parallel items")
+            raise InputError(f"{parallel.name}: `fit` {fit} + `score` {score} exceeds its {len(keys)} parallel items")
         fit_keys, score_keys = set(keys[:fit]), set(keys[len(keys) - score:])
         return (
             [s for s in parallel.sentences if s.key in fit_keys],
@@ -159,14 +159,14 @@ def evaluate(
     """Scores `sets` under each method and scoring. Language statistics come from each set's first
     `split.fit` items, or, with `fit_from`, from other data altogether (then every item is scored)."""
     if mode not in MODES:
-        raise InputError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
-    for value, allowed, flag in ((methods, METHODS, "--method"), (scorings, SCORINGS, "--scoring")):
+        raise InputError(f"expected one of {', '.join(MODES)}", field="mode", value=mode)
+    for value, allowed, name in ((methods, METHODS, "method"), (scorings, SCORINGS, "scoring")):
         unknown = set(value) - set(allowed)
         if unknown or not value:
-            raise InputError(f"{flag} {','.join(value)!r}: expected some of {', '.join(allowed)}")
+            raise InputError(f"expected some of {', '.join(allowed)}", field=name, value=",".join(value))
     if fit_from is not None:
         if split.fit:
-            raise InputError("--fit and --fit-from exclude each other: statistics come from one or the other")
+            raise InputError("`fit` and `fit_from` exclude each other: statistics come from one or the other")
         split = Split(fit=0, score=split.score)
     parts = [split.apply(s) for s in sets]
     fit_sentences = [s for fit, _, _ in parts for s in fit]
@@ -188,7 +188,7 @@ def evaluate(
 
     stats = LanguageStats.fit(matrix(fit_sentences), [s.lang for s in fit_sentences]) if fit_sentences else None
     if "neutral" in methods and stats is None:
-        raise InputError("neutral ranking needs held-out sentences of two or more languages to fit on (--fit)")
+        raise InputError("neutral ranking needs held-out sentences of two or more languages to fit on (`fit`)")
     blocks = _blocks(score_sets, mode)
     configurations = []
     for method in methods:

@@ -19,6 +19,13 @@ class ChunkPolicy:
         # One character per token is the worst case (CJK); Latin text gets shorter chunks than needed.
         return cls(size=max_tokens, overlap=max_tokens // 8)
 
+    @classmethod
+    def for_model(cls, max_tokens: int, size: int | None = None, overlap: int | None = None) -> ChunkPolicy:
+        """A chunk size (default: the model's limit) and overlap (default: an eighth of a chunk), the
+        overlap never more than half a chunk."""
+        size = size or cls.for_max_tokens(max_tokens).size
+        return cls(size, min(size // 2, size // 8 if overlap is None else overlap))
+
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     spans, start = [], 0

@@ -48,7 +48,7 @@ def map_records(records: Iterable[Record], fields: FieldMap, report: MappingRepo
     for record in records:
         if fields.text_field not in record.fields:
             names = ", ".join(map(str, record.fields)) or "none"
-            raise InputError(f"{record.where}: no field {fields.text_field!r} (fields: {names}); choose one with --text-field")
+            raise InputError(f"{record.where}: no field {fields.text_field!r} (fields: {names}); choose one with `text_field`")
         text = record.fields[fields.text_field]
         if text is None:
             text = ""

@@ -11,13 +11,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from xlsearch.engine.ann.index_types import IndexPlan
 from xlsearch.engine.embedders.base import Embedder
+from xlsearch.engine.embedders.spec import EmbedderSpec
 from xlsearch.engine.errors import BackendError, InputError
+from xlsearch.engine.store.manifest import Manifest
 from xlsearch.engine.store.publish import crash_point, published, writer_lock
-from xlsearch.engine.search import check_compatible
+from xlsearch.engine.store.reader import IndexReader
 from xlsearch.engine.store.settings import IndexSettings
-from xlsearch.engine.ann.index_types import IndexPlan, choose_plan
-from xlsearch.engine.store.reader import IndexReader, rewrite_index, write_index
+from xlsearch.engine.store.writer import Provenance, plan_index, provenance_of, rewrite_index, write_index
 from xlsearch.indexer.batches import batched
 from xlsearch.indexer.chunking import ChunkPolicy, chunk_spans
 from xlsearch.indexer.documents import Document
@@ -30,9 +32,11 @@ Progress = Callable[[int, int], None]
 
 @dataclass
 class BuildResult:
-    manifest: dict
+    manifest: Manifest
     report: MappingReport
     rejects: list[dict]
+    embedded: int | None  # texts sent to the model; None without the cache (then all were)
+    from_cache: int
 
 
 @dataclass
@@ -63,9 +67,17 @@ def read_documents(corpora: list[str], fields: FieldMap, report: MappingReport) 
     return map_records(chain.from_iterable(read_records(corpus) for corpus in corpora), fields, report)
 
 
-def count_records(corpora: list[str]) -> int:
-    """A first, cheap pass (no embedding) so progress can show an ETA."""
-    return sum(1 for corpus in corpora for _ in read_records(corpus))
+def count_chunks(corpora: list[str], fields: FieldMap, policy: ChunkPolicy) -> tuple[int, int]:
+    """(records, chunks): a first, cheap pass (no embedding) for the progress bar's total and the index
+    plan. Chunks are counted as the build will cut them; records it will skip count too (an upper bound)."""
+    records = chunks = 0
+    for corpus in corpora:
+        for record in read_records(corpus):
+            records += 1
+            text = record.fields.get(fields.text_field)
+            if isinstance(text, str) and text.strip():
+                chunks += len(chunk_spans(text, policy))
+    return records, chunks
 
 
 def _meta_table(chunks: list[Chunk]) -> pa.Table:
@@ -92,7 +104,7 @@ def _rejects(embedder: Embedder, chunks: list[Chunk], vectors: np.ndarray, stric
         chunk = chunks[row]
         reason = embedder.rejected.get(chunk.text, "refused by the embedding server")
         if strict:
-            raise BackendError(f"{chunk.doc.source}: document {chunk.doc.id!r} was refused: {reason} (--strict)")
+            raise BackendError(f"{chunk.doc.source}: document {chunk.doc.id!r} was refused: {reason} (`strict`)")
         rejects.append({"source": chunk.doc.source, "id": chunk.doc.id, "chunk": chunk.number, "reason": reason})
     return rejects
 
@@ -101,36 +113,38 @@ def build_index(
     corpora: list[str],
     index_dir: Path,
     embedder: Embedder,
+    spec: EmbedderSpec,
     fields: FieldMap = FieldMap(),
     window: int = 256,
     progress: Progress | None = None,
     settings: IndexSettings = IndexSettings(),
-    chunking: ChunkPolicy | None = None,
+    chunk_size: int | None = None,
+    chunk_overlap: int | None = None,
     strict: bool = False,
     append: bool = False,
     on_plan: Callable[[IndexPlan], None] | None = None,
 ) -> BuildResult:
-    """Index `corpora` into `index_dir`, or with `append` add them to the index there (a document id seen
-    again replaces its old version). Documents over the model's input limit (or `chunking`) become
-    several vectors. Inputs the server refuses are left out and reported, or stop the build (`strict`).
-    One writer at a time; the published index changes only when the whole new version is written.
-    The index plan for the counted documents goes to `on_plan` before any embedding, and a plan over the
-    memory budget stops the build there."""
+    """Index `corpora` into `index_dir` with `embedder` (made from `spec`), or with `append` add them to
+    the index there (a document id seen again replaces its old version). Documents over the model's
+    input limit (or `chunk_size`) become several vectors; an appended corpus is chunked as the index was. Inputs the server refuses are left out and
+    reported, or stop the build (`strict`). One writer at a time; the published index changes only when
+    the whole new version is written. The index plan, chosen once from the number of chunks, goes to
+    `on_plan` before any embedding, and a plan over the memory budget stops the build there."""
     index_dir = Path(index_dir)
     with writer_lock(index_dir):
         existing = IndexReader(index_dir) if append and published(index_dir).exists() else None
         if existing is not None:
-            check_compatible(existing, embedder)
-            chunking = chunking or ChunkPolicy(existing.manifest["chunking"]["size"], existing.manifest["chunking"]["overlap"])
-        report = MappingReport()
-        policy = chunking or ChunkPolicy.for_max_tokens(embedder.profile.max_tokens)
-        total = count_records(corpora)
-        if existing is not None:
+            existing.check_compatible(embedder)
             settings = existing.settings
-        plan = choose_plan(settings.index_type, total + (len(existing) if existing is not None else 0), embedder.dim,
-                           settings.storage, settings.max_memory)
+        if existing is not None and chunk_size is None and chunk_overlap is None:
+            policy = ChunkPolicy(existing.manifest.chunking["size"], existing.manifest.chunking["overlap"])
+        else:
+            policy = ChunkPolicy.for_model(embedder.profile.max_tokens, chunk_size, chunk_overlap)
+        total, planned_chunks = count_chunks(corpora, fields, policy)
+        plan = plan_index(settings, planned_chunks + (len(existing) if existing is not None else 0), embedder.dim)
         if on_plan:
             on_plan(plan)
+        report = MappingReport()
         chunks: list[Chunk] = []
         parts: list[np.ndarray] = []
         # a window of documents at a time: the reader never runs further ahead of the embedder than that
@@ -153,19 +167,16 @@ def build_index(
                 raise BackendError(f"the embedding server refused every document; first: {rejects[0]['reason']}")
         if existing is not None:
             replaced = np.isin(existing.column("doc_id"), [c.doc.id for c in chunks])
-            manifest = rewrite_index(
-                existing, ~replaced, vectors, _meta_table(chunks), rejects=rejects,
-                corpora=list(dict.fromkeys(existing.manifest["corpora"] + corpora)),
-            )
+            provenance = provenance_of(existing, corpora=list(dict.fromkeys(existing.manifest.corpora + corpora)))
+            manifest = rewrite_index(existing, ~replaced, vectors, _meta_table(chunks), rejects=rejects, plan=plan,
+                                     provenance=provenance)
         else:
-            manifest = write_index(
-                index_dir,
-                vectors,
-                _meta_table(chunks),
-                {**embedder.describe(), "corpora": corpora, "skipped": dict(report.skipped),
-                 "chunking": {"size": policy.size, "overlap": policy.overlap, "unit": "characters"},
-                 "documents": len({c.doc.id for c in chunks}), "rejected": len(rejects)},
-                settings=settings,
-                rejects=rejects,
-            )
-    return BuildResult(manifest=manifest, report=report, rejects=rejects)
+            described = embedder.describe()
+            provenance = Provenance(
+                embedder=spec.resolved(embedder), model=embedder.model, family=embedder.profile.family,
+                prompts=described["prompts"], corpora=corpora, skipped=dict(report.skipped),
+                chunking={"size": policy.size, "overlap": policy.overlap, "unit": "characters"})
+            manifest = write_index(index_dir, vectors, _meta_table(chunks), provenance, plan, settings=settings,
+                                   rejects=rejects)
+    embedded, from_cache = embedder.cache_use or (None, 0)
+    return BuildResult(manifest=manifest, report=report, rejects=rejects, embedded=embedded, from_cache=from_cache)

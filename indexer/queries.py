@@ -11,7 +11,7 @@ from xlsearch.indexer.readers.text import read_lines
 
 def read_queries(path: Path, text_field: str = "text") -> list[str]:
     if not path.is_file():
-        raise InputError(f"--queries {path}: no such file")
+        raise InputError("no such file", field="queries", value=path)
     records = read_records(str(path)) if reader_for(path) else read_lines(path, str(path))
     queries = []
     for record in records:
@@ -21,5 +21,5 @@ def read_queries(path: Path, text_field: str = "text") -> list[str]:
         if text:
             queries.append(text)
     if not queries:
-        raise InputError(f"--queries {path}: no queries in this file")
+        raise InputError("no queries in this file", field="queries", value=path)
     return queries

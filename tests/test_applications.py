@@ -76,16 +76,16 @@ def test_similar_finds_the_translation_in_the_asked_language_first(demo_index):
 
 
 def test_similar_recommends_across_languages_for_every_demo_group(demo_index):
-    from xlsearch.engine.search import open_searcher
     from xlsearch.engine.apps.similar import similar_documents
+    from xlsearch.engine.store.reader import IndexReader
 
-    searcher = open_searcher(demo_index)
-    groups = sorted({str(g) for g in searcher.index.column("extra") if '"group": ""' not in g})
+    index = IndexReader(demo_index)
+    groups = sorted({str(g) for g in index.column("extra") if '"group": ""' not in g})
     found = total = 0
     for extra in groups:
         group = json.loads(extra)["group"]
         for source, target in (("ko", "zh"), ("en", "ja"), ("ru", "de")):
-            hits = similar_documents(searcher, f"{group}-{source}", k=1, langs=target)
+            hits = similar_documents(index, f"{group}-{source}", k=1, langs=target)
             found += hits[0].id == f"{group}-{target}"
             total += 1
     # measured: 120 of 120 (560 of 4 x 4 x 40 pairs: 556)

@@ -112,7 +112,8 @@ def test_query_with_another_model_is_refused_naming_both(demo_index, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(demo_index, other)
     manifest = json.loads((other / "manifest.json").read_text())
-    manifest.update(backend="openai", model="intfloat/multilingual-e5-large", endpoint="http://127.0.0.1:9/v1")
+    manifest["model"] = "intfloat/multilingual-e5-large"
+    manifest["embedder"].update(backend="openai", model=manifest["model"], endpoints=["http://127.0.0.1:9/v1"])
     (other / "manifest.json").write_text(json.dumps(manifest))
     result = xlsearch("query", "hello", "--index", other, "--backend", "local")
     assert_clean_failure(result, "'intfloat/multilingual-e5-large' at 384 dims", "'multilingual-e5-small-q4' at 384 dims")

@@ -11,7 +11,9 @@ import pyarrow as pa
 import pytest
 
 from tests.conftest import DEMO_CORPUS, assert_clean_failure, xlsearch, xlsearch_json
-from xlsearch.engine import store
+from xlsearch.engine.embedders.spec import EmbedderSpec
+from xlsearch.engine.store import reader as store
+from xlsearch.engine.store.writer import Provenance, plan_index, write_index
 from xlsearch.engine.errors import InputError
 from xlsearch.engine.ann.faiss_index import build_faiss_index, gpu_count, per_query_recall, recall_bound, search, tune
 from xlsearch.engine.store.settings import IndexSettings
@@ -40,7 +42,7 @@ def test_auto_is_exact_when_small_then_hnsw_then_8bit_then_pq_then_refuses():
     assert plan_for("ivf", 300, 384).key == "IVF7,Flat"  # never fewer than 39 training points per list
     assert plan_for("IVF16,PQ8x4fs", 1000, 384).kind == "factory"
     assert parse_bytes("512MB") == 512 << 20 and parse_bytes("1.5G") == int(1.5 * GB) and parse_bytes("100") == 100
-    with pytest.raises(InputError, match="--max-memory 'lots'"):
+    with pytest.raises(InputError, match="max_memory 'lots'"):
         parse_bytes("lots")
 
 
@@ -92,7 +94,10 @@ def synthetic_index(directory, settings: IndexSettings, count: int = 6_000) -> n
                      "chunk": pa.array([0] * count, pa.int32()), "chunks": pa.array([1] * count, pa.int32()),
                      "start": pa.array([0] * count, pa.int64()), "end": pa.array([6] * count, pa.int64()),
                      "extra": [""] * count})
-    store.write_index(directory, vectors, meta, {"model": "synthetic", "documents": count}, settings=settings)
+    provenance = Provenance(embedder=EmbedderSpec(backend="local", model="synthetic"), model="synthetic", family="generic",
+                            prompts={"query": "{text}", "document": "{text}"}, corpora=["synthetic"],
+                            chunking={"size": 512, "overlap": 64, "unit": "characters"}, skipped={})
+    write_index(directory, vectors, meta, provenance, plan_index(settings, count, vectors.shape[1]), settings=settings)
     return vectors
 
 
@@ -102,7 +107,7 @@ def test_language_filter_on_an_approximate_index_still_returns_k_exact_hits(tmp_
         monkeypatch.setattr(store, "EXACT_FILTER_ROWS", 0)
     synthetic_index(tmp_path / "ix", IndexSettings(language_neutral=False, scoring="cosine", index_type="ivf"))
     reader = store.IndexReader(tmp_path / "ix")
-    assert reader.approximate and reader.manifest["index"]["kind"] == "ivf"
+    assert reader.approximate and reader.manifest.index["kind"] == "ivf"
     korean = np.flatnonzero(reader.column("lang") == "ko")
     queries = reader.vectors(korean[:20])
     scores, rows = reader.search(queries, 50, korean)
@@ -144,7 +149,7 @@ def test_cli_index_types_storage_and_refusals(hnsw_demo):
     assert_clean_failure(xlsearch("index", DEMO_CORPUS, "--index", index_dir, "--storage", "fp8"), "--storage 'fp8'")
     if not gpu_count():
         assert_clean_failure(xlsearch("index", DEMO_CORPUS, "--index", index_dir, "--device", "gpu"),
-                             "--device gpu: this faiss has no GPU support")
+                             "--device 'gpu': this faiss has no GPU support")
     assert (index_dir / "manifest.json").read_bytes() == before
     appended = xlsearch("index", DEMO_CORPUS, "--index", index_dir, "--append")
     assert appended.returncode == 0, appended.stderr

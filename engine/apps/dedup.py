@@ -79,7 +79,7 @@ def candidate_pairs(index: IndexReader, documents: DocumentRows, k: int = MARGIN
     """Every document's k nearest other documents (chunks of one document never pair with each other;
     a chunked pair keeps its best-scoring chunks), scored by ratio margin."""
     if k < 1:
-        raise InputError(f"--k {k}: must be at least 1")
+        raise InputError("must be at least 1", field="k", value=k)
     k = min(k, len(documents) - 1)
     if k < 1:
         return CandidatePairs(*(np.zeros(0, dtype=t) for t in (np.int64, np.int64, np.float64)))

@@ -37,11 +37,11 @@ class DocumentRows:
         return normalize_rows(sums.astype(np.float32))
 
 
-def document_row_ids(index: IndexReader, doc_id: str, option: str = "--id") -> np.ndarray:
-    """The rows of one document, in chunk order; an unknown id is the user's error, named by `option`."""
+def document_row_ids(index: IndexReader, doc_id: str, field: str = "id") -> np.ndarray:
+    """The rows of one document, in chunk order; an unknown id is the user's error, named by `field`."""
     rows = np.flatnonzero(index.column("doc_id").astype(str) == doc_id)
     if len(rows) == 0:
-        raise InputError(f"{option} {doc_id!r}: no such document in {index.directory}")
+        raise InputError(f"no such document in {index.directory}", field=field, value=doc_id)
     return rows[np.argsort(index.column("chunk")[rows], kind="stable")]
 
 

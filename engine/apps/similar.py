@@ -8,15 +8,15 @@ from dataclasses import replace
 from xlsearch.engine.apps.documents import document_row_ids
 from xlsearch.engine.languages import parse_lang_list
 from xlsearch.engine.search import Hit, Searcher
+from xlsearch.engine.store.reader import IndexReader
 from xlsearch.engine.vectors import normalize_rows
 
 
-def similar_documents(searcher: Searcher, doc_id: str, k: int = 10, langs: str | list[str] | None = None) -> list[Hit]:
+def similar_documents(index: IndexReader, doc_id: str, k: int = 10, langs: str | list[str] | None = None) -> list[Hit]:
     """The k documents nearest to `doc_id` (a chunked document is the mean of its chunks), best first,
     the document itself left out."""
-    index = searcher.index
     rows = document_row_ids(index, doc_id)
     query = normalize_rows(index.vectors()[rows].mean(axis=0, keepdims=True))
-    hits = searcher.search_vectors(query, k + 1, parse_lang_list(langs))[0]
+    hits = Searcher(index).search_vectors(query, k + 1, parse_lang_list(langs))[0]
     others = [hit for hit in hits if hit.id != doc_id][:k]
     return [replace(hit, rank=rank) for rank, hit in enumerate(others, start=1)]

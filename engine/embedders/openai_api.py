@@ -67,7 +67,7 @@ class OpenAIEmbedder(Embedder):
         urls = [endpoint] if isinstance(endpoint, str) else list(endpoint)
         urls = list(dict.fromkeys(normalize_endpoint(u) for url in urls for u in url.split(",") if u.strip()))
         if not urls:
-            raise InputError("--endpoint: no URL given")
+            raise InputError("no URL given", field="endpoints")
         self.endpoint = urls[0] if len(urls) == 1 else ",".join(urls)
         self.batch_size = batch_size
         self.concurrency = concurrency
@@ -122,7 +122,7 @@ class OpenAIEmbedder(Embedder):
         served = list(dict.fromkeys(m for models in served_by.values() for m in models))
         if model is None:
             if not served:
-                raise InputError(f"--model is needed: {self.endpoint} does not list its models")
+                raise InputError(f"is needed: {self.endpoint} does not list its models", field="model")
             return served[0]
         lacking = [url for url, models in served_by.items() if models and model not in models]
         if lacking:

@@ -14,7 +14,7 @@ def normalize_endpoint(url: str) -> str:
     """`http://host:30000` and `http://host:30000/v1/` both become `http://host:30000/v1`."""
     url = url.strip().rstrip("/")
     if not url.startswith(("http://", "https://")):
-        raise InputError(f"--endpoint {url!r}: expected an http:// or https:// URL")
+        raise InputError("expected an http:// or https:// URL", field="endpoints", value=url)
     return url if url.endswith("/v1") else url + "/v1"
 
 

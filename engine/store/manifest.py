@@ -1,15 +1,92 @@
-"""manifest.json: what an index holds and how it was made, plus checksums of its other files."""
+"""manifest.json: what an index holds and how it was made, plus checksums of its other files. Read into
+a typed Manifest; an index of the previous format is migrated on open (its files are the same), one
+older than that is refused with the command that rebuilds it."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from xlsearch.engine.embedders.spec import EmbedderSpec
 from xlsearch.engine.errors import IndexMismatchError, InputError
+from xlsearch.engine.store.settings import IndexSettings
 
-FORMAT_VERSION = 2  # 2: chunk columns in meta.parquet, documents and chunking in the manifest
+# 3: the embedder spec that made the vectors, and complete settings, in one place each
+# 2: chunk columns in meta.parquet, documents and chunking in the manifest (read and migrated)
+FORMAT_VERSION = 3
+MIGRATED_VERSIONS = (2,)
 MANIFEST_FILE = "manifest.json"
+
+
+@dataclass
+class Manifest:
+    embedder: EmbedderSpec  # how queries are embedded: as the documents were
+    model: str  # the model as it answered (a server's own name for it)
+    family: str
+    dim: int  # of the stored vectors
+    prompts: dict[str, str]  # as sent to the model, {text} standing for the text
+    corpora: list[str]
+    chunking: dict  # size, overlap, unit
+    documents: int
+    count: int  # vectors (chunks), one per row of meta.parquet
+    rejected: int  # inputs the embedding server refused, listed in rejects.jsonl
+    skipped: dict[str, int]  # records not indexed, by reason
+    languages: dict[str, int]  # vectors per language, most first
+    language_neutral: dict | None  # method and languages of the statistics, None when ranking is plain
+    settings: IndexSettings
+    index: dict  # the FAISS index: kind, key, storage, device, sizes, tuned params and recall
+    created: str
+    checksums: dict[str, str] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    metric: str = "inner_product"
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def index_type(self) -> str:
+        return self.index["key"]
+
+    @property
+    def chunked(self) -> bool:
+        return self.documents < self.count
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["embedder"] = self.embedder.to_manifest()
+        data["settings"] = self.settings.to_manifest()
+        return {"format_version": data.pop("format_version"), **data, "index_type": self.index_type}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Manifest:
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["embedder"] = EmbedderSpec.from_manifest(data["embedder"], cache=None)
+        values["settings"] = IndexSettings(**data["settings"])
+        return cls(**values)
+
+
+def _migrated_from_2(data: dict) -> dict:
+    """Format 2 kept the embedder's fields at the top level and could lack settings older than it."""
+    backend = data["backend"]
+    endpoint = data.get("endpoint")
+    saved = data.get("settings", {})
+    return {
+        **{k: v for k, v in data.items() if k not in ("backend", "requested_dim", "endpoint", "index_type")},
+        "format_version": FORMAT_VERSION,
+        "embedder": {"backend": backend, "model": data["model"], "dim": data.get("requested_dim"),
+                     "family": data["family"] if backend == "openai" else None,
+                     "endpoints": endpoint.split(",") if endpoint else []},
+        "settings": {
+            "language_neutral": saved.get("language_neutral", data.get("language_neutral") is not None),
+            "scoring": saved.get("scoring", "cosine"),  # margin ranking came with its setting
+            "index_type": saved.get("index_type", "flat"),
+            "storage": saved.get("storage", "float32"),
+            "max_memory": saved.get("max_memory"),
+            "device": saved.get("device", "auto"),
+        },
+        "index": data.get("index") or {"kind": "flat", "key": data.get("index_type", "Flat"), "storage": "float32"},
+    }
 
 
 def file_sha256(path: Path) -> str:
@@ -20,24 +97,30 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_manifest(directory: Path) -> dict:
+def read_manifest(directory: Path) -> Manifest:
     path = directory / MANIFEST_FILE
     if not directory.is_dir():
-        raise InputError(f"--index {directory}: no such index directory")
+        raise InputError("no such index directory", field="index", value=directory)
     if not path.is_file():
-        raise InputError(f"--index {directory}: not an xlsearch index (no {MANIFEST_FILE})")
+        raise InputError(f"not an xlsearch index (no {MANIFEST_FILE})", field="index", value=directory)
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: unreadable manifest: {exc}") from None
-    version = manifest.get("format_version") if isinstance(manifest, dict) else None
-    if version != FORMAT_VERSION:
+    version = data.get("format_version") if isinstance(data, dict) else None
+    if version in MIGRATED_VERSIONS:
+        data = _migrated_from_2(data)
+    elif version != FORMAT_VERSION:
         raise IndexMismatchError(
-            f"{path}: index format version {version!r}; this xlsearch reads {FORMAT_VERSION}: rebuild it with `xlsearch index`"
+            f"{path}: index format version {version!r}; this xlsearch reads {FORMAT_VERSION} "
+            f"(and {', '.join(map(str, MIGRATED_VERSIONS))}): rebuild it with `xlsearch index`"
         )
-    return manifest
+    try:
+        return Manifest.from_dict(data)
+    except (KeyError, TypeError) as exc:
+        raise IndexMismatchError(f"{path}: not a complete manifest ({type(exc).__name__}: {exc})") from None
 
 
-def write_manifest(directory: Path, manifest: dict) -> None:
-    text = json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=False)
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    text = json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False, sort_keys=False)
     (directory / MANIFEST_FILE).write_text(text + "\n", encoding="utf-8")

@@ -79,7 +79,7 @@ def writer_lock(target: Path) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
-            raise IndexBusyError(f"--index {target} is being written by another process ({holder})") from None
+            raise IndexBusyError(f"is being written by another process ({holder})", field="index", value=target) from None
         handle.seek(0)
         handle.truncate()
         started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

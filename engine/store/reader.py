@@ -1,14 +1,9 @@
-"""An index directory: `index.faiss` (inner product over unit vectors), `meta.parquet` (one row per
-vector), `vectors.npy` (the raw vectors, so corrections can be recomputed without re-embedding) and
-`manifest.json`. A new version is written beside the old one and swapped in whole."""
+"""A published index version, opened for search: its FAISS index memory-mapped, metadata read column by
+column or row group by row group as asked, raw vectors memory-mapped."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import os
-import shutil
-from collections import Counter
 from pathlib import Path
 
 import faiss
@@ -16,107 +11,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from xlsearch.engine.errors import IndexMismatchError, StorageError
-from xlsearch.engine.ann.faiss_index import build_faiss_index, depth_parameter, read_faiss_index, resolve_device, search
-from xlsearch.engine.store.settings import IndexSettings
-from xlsearch.engine.ann.index_types import choose_plan
-from xlsearch.engine.store.manifest import FORMAT_VERSION, file_sha256, read_manifest, write_manifest
-from xlsearch.engine.ranking.neutral import METHOD, STATS_FILE, LanguageStats
-from xlsearch.engine.store.publish import crash_point, new_staging, publish, published
-from xlsearch.engine.ranking.neighbourhoods import NEIGHBOURHOOD_FILE, document_neighbourhoods
+from xlsearch.engine.ann.faiss_index import depth_parameter, read_faiss_index, search
+from xlsearch.engine.embedders.base import Embedder
+from xlsearch.engine.errors import IndexMismatchError
+from xlsearch.engine.ranking.neighbourhoods import NEIGHBOURHOOD_FILE
+from xlsearch.engine.ranking.neutral import LanguageStats
+from xlsearch.engine.store.files import INDEX_FILE, META_FILE, REJECTS_FILE, VECTORS_FILE
+from xlsearch.engine.store.manifest import read_manifest
+from xlsearch.engine.store.publish import published
 from xlsearch.engine.vectors import sorted_unique
 
-INDEX_FILE = "index.faiss"
-META_FILE = "meta.parquet"
-VECTORS_FILE = "vectors.npy"
-REJECTS_FILE = "rejects.jsonl"  # inputs the embedding server refused: source, id, chunk, reason
-# Hits' metadata is read a row group at a time, so a query reads a few groups, not whole columns
-ROW_GROUP_ROWS = 4096
 # A language filter over fewer rows than this is answered by an exact scan of just those rows, which is
 # both exact and faster than asking an approximate index to skip everything else
 EXACT_FILTER_ROWS = 50_000
-DATA_FILES = (INDEX_FILE, META_FILE, VECTORS_FILE)  # plus STATS_FILE when ranking is language-neutral
-
-
-def write_index(
-    directory: Path,
-    vectors: np.ndarray,
-    meta: pa.Table,
-    manifest_fields: dict,
-    settings: IndexSettings = IndexSettings(),
-    rejects: list[dict] | None = None,
-) -> dict:
-    """Write a whole index version and return its manifest. `vectors` are the raw unit vectors, one per
-    row of `meta` (which must have at least `doc_id`, `lang`, `text`, `source`). With
-    `settings.language_neutral` and two or more languages with enough documents to fit
-    (LanguageStats.fit), FAISS holds the language-neutral vectors; the raw ones are kept beside. With
-    margin scoring, each row's neighbourhood is computed here, once."""
-    directory = Path(directory)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    try:
-        staging = new_staging(directory)
-    except OSError as exc:
-        raise StorageError(f"cannot write index {directory}: {exc.strerror} ({exc.filename})") from None
-    try:
-        langs = np.asarray(meta.column("lang").to_pylist())
-        languages = Counter(langs.tolist())
-        searchable = vectors
-        neutral = None
-        stats = LanguageStats.fit(vectors, langs) if settings.language_neutral else None
-        if stats is not None:
-            stats.save(staging)
-            searchable = stats.neutralize(vectors, langs)
-            neutral = {"method": METHOD, "languages": stats.languages}
-        plan = choose_plan(settings.index_type, len(searchable), searchable.shape[1], settings.storage, settings.max_memory)
-        built = build_faiss_index(plan, searchable, resolve_device(settings.device))
-        index, tuning = built.index, built.tuning
-        try:
-            faiss.write_index(index, str(staging / INDEX_FILE))
-        except RuntimeError as exc:  # faiss reports a failed write (disk full, too large) this way
-            raise OSError(str(exc).strip().splitlines()[-1]) from None
-        crash_point("faiss")
-        if settings.scoring == "margin":
-            doc_ids = np.asarray(meta.column("doc_id").to_pylist(), dtype=object)
-            def tuned_search(queries, k):
-                return search(index, queries, k, tuning["params"], exact_vectors=lambda rows: searchable[rows])
-
-            np.save(staging / NEIGHBOURHOOD_FILE, document_neighbourhoods(tuned_search, searchable, doc_ids))
-        if "row_id" in meta.column_names:
-            meta = meta.drop(["row_id"])
-        meta = meta.add_column(0, "row_id", pa.array(np.arange(len(meta), dtype=np.int64)))
-        pq.write_table(meta, staging / META_FILE, row_group_size=ROW_GROUP_ROWS)
-        crash_point("parquet")
-        np.save(staging / VECTORS_FILE, vectors)
-        if rejects:
-            with open(staging / REJECTS_FILE, "w", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects)
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            **manifest_fields,
-            "dim": int(vectors.shape[1]),
-            "index_type": plan.key,
-            "index": {"kind": plan.kind, "key": plan.key, "storage": plan.storage, "device": built.device,
-                      "estimated_bytes": plan.estimated_bytes, "bytes": (staging / INDEX_FILE).stat().st_size,
-                      **tuning},
-            "metric": "inner_product",
-            "count": int(len(meta)),
-            "languages": dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
-            "language_neutral": neutral,
-            "settings": settings.to_manifest(),
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "checksums": {name: file_sha256(staging / name) for name in sorted(os.listdir(staging))},
-            "sizes": {name: (staging / name).stat().st_size for name in sorted(os.listdir(staging))},
-        }
-        write_manifest(staging, manifest)
-        publish(staging, directory)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise StorageError(f"cannot write index {directory}: {exc.strerror or exc} ({exc.filename or staging}); "
-                           "the previous version is unchanged") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return manifest
 
 
 class IndexReader:
@@ -125,36 +32,44 @@ class IndexReader:
     def __init__(self, directory: Path) -> None:
         self.directory = published(Path(directory))
         self.manifest = read_manifest(self.directory)
-        for name, size in self.manifest["sizes"].items():
+        for name, size in self.manifest.sizes.items():
             path = self.directory / name
             if not path.is_file():
-                raise IndexMismatchError(f"--index {directory}: {name} is missing")
+                raise IndexMismatchError(f"{name} is missing", field="index", value=directory)
             if path.stat().st_size != size:
-                raise IndexMismatchError(f"--index {directory}: {name} has {path.stat().st_size} bytes, the manifest says {size}")
+                raise IndexMismatchError(f"{name} has {path.stat().st_size} bytes, the manifest says {size}", field="index", value=directory)
         self.index = read_faiss_index(str(self.directory / INDEX_FILE))
-        self.search_params = self.manifest.get("index", {}).get("params", {})
+        self.search_params = self.manifest.index.get("params", {})
         self.approximate = depth_parameter(self.index) is not None
         self._meta = pq.ParquetFile(self.directory / META_FILE)
         self._columns: dict[str, np.ndarray] = {}
-        self.language_stats = LanguageStats.load(self.directory) if self.manifest.get("language_neutral") else None
-        self.settings = IndexSettings.from_manifest(self.manifest)
+        self.language_stats = LanguageStats.load(self.directory) if self.manifest.language_neutral else None
+        self.settings = self.manifest.settings
         # each row's neighbourhood for margin ranking; None where the index ranks by plain cosine
         self.neighbourhoods = np.load(self.directory / NEIGHBOURHOOD_FILE) if self.settings.scoring == "margin" else None
-        counts = {"manifest": self.manifest["count"], INDEX_FILE: self.index.ntotal, META_FILE: self._meta.metadata.num_rows}
+        counts = {"manifest": self.manifest.count, INDEX_FILE: self.index.ntotal, META_FILE: self._meta.metadata.num_rows}
         if len(set(counts.values())) != 1:
             detail = ", ".join(f"{k} {v}" for k, v in counts.items())
-            raise IndexMismatchError(f"--index {self.directory}: vector and metadata counts differ ({detail})")
-        if self.index.d != self.manifest["dim"]:
+            raise IndexMismatchError(f"vector and metadata counts differ ({detail})", field="index", value=self.directory)
+        if self.index.d != self.manifest.dim:
             raise IndexMismatchError(
-                f"--index {self.directory}: {INDEX_FILE} has dimension {self.index.d}, manifest says {self.manifest['dim']}"
+                f"{INDEX_FILE} has dimension {self.index.d}, manifest says {self.manifest.dim}", field="index", value=self.directory
             )
 
     @property
     def dim(self) -> int:
-        return int(self.manifest["dim"])
+        return self.manifest.dim
 
     def __len__(self) -> int:
-        return int(self.manifest["count"])
+        return self.manifest.count
+
+    def check_compatible(self, embedder: Embedder) -> None:
+        """Vectors of another model or dimension would rank garbage: refuse, naming both."""
+        built, asked = (self.manifest.model, self.manifest.dim), (embedder.model, embedder.dim)
+        if built != asked:
+            raise IndexMismatchError(
+                f"was built with model {built[0]!r} at {built[1]} dims; the query embedder is {asked[0]!r} at {asked[1]} dims",
+                field="index", value=self.directory)
 
     def column(self, name: str) -> np.ndarray:
         if name not in self._columns:
@@ -247,26 +162,3 @@ def picked_values(column: pa.ChunkedArray, positions: np.ndarray) -> list | np.n
     if len(positions) * 4 < len(column):
         return [column[int(position)].as_py() for position in positions]
     return as_numpy(column)[positions]
-
-
-# Manifest entries that write_index derives from the data itself; the rest describe how it was made.
-DERIVED_FIELDS = {"format_version", "dim", "index_type", "metric", "count", "languages", "language_neutral",
-                  "settings", "created", "checksums", "sizes"}
-
-
-def rewrite_index(index: IndexReader, keep: np.ndarray, vectors: np.ndarray | None = None,
-                  meta: pa.Table | None = None, rejects: list[dict] | None = None, **manifest_updates) -> dict:
-    """A new version of an open index: its rows where `keep` is true, then `vectors`/`meta` appended,
-    and `rejects` added to its list. Nothing is re-embedded: the raw vectors are kept, and language
-    statistics are fitted again."""
-    all_rejects = index.rejects() + (rejects or [])
-    old_vectors = np.asarray(index.raw_vectors())[keep]
-    old_meta = index.table().filter(pa.array(keep))
-    if vectors is not None:
-        old_vectors = np.vstack([old_vectors, vectors])
-        old_meta = pa.concat_tables([old_meta, meta.cast(old_meta.schema)])
-    fields = {k: v for k, v in index.manifest.items() if k not in DERIVED_FIELDS}
-    fields["documents"] = len(set(old_meta.column("doc_id").to_pylist()))
-    fields["rejected"] = len(all_rejects)
-    fields.update(manifest_updates)
-    return write_index(index.directory, old_vectors, old_meta, fields, settings=index.settings, rejects=all_rejects)

@@ -24,23 +24,10 @@ class IndexSettings:
     device: str = "auto"  # where FAISS trains and adds: auto, cpu, gpu
 
     def __post_init__(self) -> None:
-        for flag, value, allowed in (("--scoring", self.scoring, SCORINGS), ("--storage", self.storage, STORAGES),
-                                     ("--device", self.device, DEVICES)):
+        for name, allowed in (("scoring", SCORINGS), ("storage", STORAGES), ("device", DEVICES)):
+            value = getattr(self, name)
             if value not in allowed:
-                raise InputError(f"{flag} {value!r}: expected one of {', '.join(allowed)}")
+                raise InputError(f"expected one of {', '.join(allowed)}", field=name, value=value)
 
     def to_manifest(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_manifest(cls, manifest: dict) -> IndexSettings:
-        """The settings an index was built with; indexes older than a setting get its old behaviour."""
-        saved = manifest.get("settings", {})
-        return cls(
-            language_neutral=saved.get("language_neutral", manifest.get("language_neutral") is not None),
-            scoring=saved.get("scoring", "cosine"),
-            index_type=saved.get("index_type", "flat"),
-            storage=saved.get("storage", "float32"),
-            max_memory=saved.get("max_memory"),
-            device=saved.get("device", "auto"),
-        )

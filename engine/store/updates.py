@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from xlsearch.engine.store.publish import writer_lock
-from xlsearch.engine.store.reader import IndexReader, rewrite_index
+from xlsearch.engine.store.manifest import Manifest
+from xlsearch.engine.store.reader import IndexReader
+from xlsearch.engine.store.writer import rewrite_index
 
 
-def delete_documents(directory: Path, ids: list[str]) -> tuple[dict, list[str], list[str]]:
+def delete_documents(directory: Path, ids: list[str]) -> tuple[Manifest, list[str], list[str]]:
     """Remove every vector (all chunks) of the given document ids. Returns the new manifest, the ids
     removed and the ids the index did not have."""
     with writer_lock(Path(directory)):

@@ -12,7 +12,7 @@ def verify_index(directory: Path) -> list[str]:
     """The problems found; an empty list means the index is whole. Raises only if it cannot be opened."""
     index = IndexReader(directory)  # manifest, files present, sizes, counts, dimension
     problems = []
-    for name, expected in index.manifest["checksums"].items():
+    for name, expected in index.manifest.checksums.items():
         actual = file_sha256(index.directory / name)
         if actual != expected:
             problems.append(f"{name}: sha256 {actual[:12]}… differs from the manifest's {expected[:12]}…")
@@ -21,6 +21,6 @@ def verify_index(directory: Path) -> list[str]:
         problems.append(f"vectors.npy has shape {raw.shape}, expected ({len(index)}, {index.dim})")
     langs = index.column("lang")
     counted = {lang: int((langs == lang).sum()) for lang in set(langs.tolist())}
-    if counted != index.manifest["languages"]:
-        problems.append(f"languages in meta.parquet {counted} differ from the manifest's {index.manifest['languages']}")
+    if counted != index.manifest.languages:
+        problems.append(f"languages in meta.parquet {counted} differ from the manifest's {index.manifest.languages}")
     return problems

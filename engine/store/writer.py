@@ -1,0 +1,178 @@
+"""Writing an index version: each step writes one file into a staging directory beside the index, and
+the whole directory is swapped in at the end (engine.store.publish), so a failure at any step leaves the
+previous version as it was."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from xlsearch.engine.ann.faiss_index import BuiltIndex, build_faiss_index, resolve_device, search
+from xlsearch.engine.ann.index_types import IndexPlan, choose_plan
+from xlsearch.engine.embedders.spec import EmbedderSpec
+from xlsearch.engine.errors import StorageError
+from xlsearch.engine.ranking.neighbourhoods import NEIGHBOURHOOD_FILE, document_neighbourhoods
+from xlsearch.engine.ranking.neutral import METHOD, LanguageStats
+from xlsearch.engine.store.files import INDEX_FILE, META_FILE, REJECTS_FILE, ROW_GROUP_ROWS, VECTORS_FILE
+from xlsearch.engine.store.manifest import Manifest, file_sha256, write_manifest
+from xlsearch.engine.store.publish import crash_point, new_staging, publish
+from xlsearch.engine.store.reader import IndexReader
+from xlsearch.engine.store.settings import IndexSettings
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What a version's vectors came from, as opposed to what the writer derives from the data."""
+
+    embedder: EmbedderSpec  # resolved: the model as served
+    model: str
+    family: str
+    prompts: dict[str, str]
+    corpora: list[str]
+    chunking: dict
+    skipped: dict[str, int]
+
+
+def plan_index(settings: IndexSettings, count: int, dim: int) -> IndexPlan:
+    """The one place an index type is chosen: from the number of vectors (chunks) it will hold."""
+    return choose_plan(settings.index_type, count, dim, settings.storage, settings.max_memory)
+
+
+def write_index(directory: Path, vectors: np.ndarray, meta: pa.Table, provenance: Provenance, plan: IndexPlan,
+                settings: IndexSettings = IndexSettings(), rejects: list[dict] | None = None) -> Manifest:
+    """Write a whole index version as `plan` says and return its manifest. `vectors` are the raw unit
+    vectors, one per row of `meta` (at least `doc_id`, `lang`, `text`, `source`). With
+    `settings.language_neutral` and two or more languages with enough documents to fit
+    (LanguageStats.fit), FAISS holds the language-neutral vectors; the raw ones are kept beside. With
+    margin scoring, each row's neighbourhood is computed here, once."""
+    directory = Path(directory)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    rejects = rejects or []
+    try:
+        staging = new_staging(directory)
+    except OSError as exc:
+        raise StorageError(f"cannot write index {directory}: {exc.strerror} ({exc.filename})") from None
+    try:
+        langs = np.asarray(meta.column("lang").to_pylist())
+        stats = _write_language_stats(staging, vectors, langs, settings)
+        searchable = vectors if stats is None else stats.neutralize(vectors, langs)
+        built = _write_faiss_index(staging, plan, searchable, settings)
+        if settings.scoring == "margin":
+            _write_neighbourhoods(staging, built, searchable, meta)
+        meta = _write_metadata(staging, meta)
+        _write_vectors(staging, vectors)
+        _write_rejects(staging, rejects)
+        manifest = _manifest(staging, provenance, plan, built, settings, meta, langs, stats, len(rejects))
+        write_manifest(staging, manifest)
+        publish(staging, directory)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StorageError(f"cannot write index {directory}: {exc.strerror or exc} ({exc.filename or staging}); "
+                           "the previous version is unchanged") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _write_language_stats(staging: Path, vectors: np.ndarray, langs: np.ndarray,
+                          settings: IndexSettings) -> LanguageStats | None:
+    stats = LanguageStats.fit(vectors, langs) if settings.language_neutral else None
+    if stats is not None:
+        stats.save(staging)
+    return stats
+
+
+def _write_faiss_index(staging: Path, plan: IndexPlan, searchable: np.ndarray, settings: IndexSettings) -> BuiltIndex:
+    built = build_faiss_index(plan, searchable, resolve_device(settings.device))
+    try:
+        faiss.write_index(built.index, str(staging / INDEX_FILE))
+    except RuntimeError as exc:  # faiss reports a failed write (disk full, too large) this way
+        raise OSError(str(exc).strip().splitlines()[-1]) from None
+    crash_point("faiss")
+    return built
+
+
+def _write_neighbourhoods(staging: Path, built: BuiltIndex, searchable: np.ndarray, meta: pa.Table) -> None:
+    doc_ids = np.asarray(meta.column("doc_id").to_pylist(), dtype=object)
+
+    def tuned_search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return search(built.index, queries, k, built.tuning["params"], exact_vectors=lambda rows: searchable[rows])
+
+    np.save(staging / NEIGHBOURHOOD_FILE, document_neighbourhoods(tuned_search, searchable, doc_ids))
+
+
+def _write_metadata(staging: Path, meta: pa.Table) -> pa.Table:
+    """meta.parquet, numbered afresh: row ids are positions in this version."""
+    if "row_id" in meta.column_names:
+        meta = meta.drop(["row_id"])
+    meta = meta.add_column(0, "row_id", pa.array(np.arange(len(meta), dtype=np.int64)))
+    pq.write_table(meta, staging / META_FILE, row_group_size=ROW_GROUP_ROWS)
+    crash_point("parquet")
+    return meta
+
+
+def _write_vectors(staging: Path, vectors: np.ndarray) -> None:
+    np.save(staging / VECTORS_FILE, vectors)
+
+
+def _write_rejects(staging: Path, rejects: list[dict]) -> None:
+    if rejects:
+        with open(staging / REJECTS_FILE, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects)
+
+
+def _manifest(staging: Path, provenance: Provenance, plan: IndexPlan, built: BuiltIndex, settings: IndexSettings,
+              meta: pa.Table, langs: np.ndarray, stats: LanguageStats | None, rejected: int) -> Manifest:
+    """The manifest of what staging holds, checksums and sizes of every file in it included."""
+    languages = Counter(langs.tolist())
+    files = sorted(os.listdir(staging))
+    return Manifest(
+        embedder=provenance.embedder, model=provenance.model, family=provenance.family,
+        dim=int(built.index.d), prompts=provenance.prompts, corpora=provenance.corpora, chunking=provenance.chunking,
+        documents=len(set(meta.column("doc_id").to_pylist())), count=int(len(meta)), rejected=rejected,
+        skipped=provenance.skipped,
+        languages=dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
+        language_neutral={"method": METHOD, "languages": stats.languages} if stats is not None else None,
+        settings=settings,
+        index={"kind": plan.kind, "key": plan.key, "storage": plan.storage, "device": built.device,
+               "estimated_bytes": plan.estimated_bytes, "bytes": (staging / INDEX_FILE).stat().st_size, **built.tuning},
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        checksums={name: file_sha256(staging / name) for name in files},
+        sizes={name: (staging / name).stat().st_size for name in files},
+    )
+
+
+def provenance_of(index: IndexReader, **changes) -> Provenance:
+    """An open index's provenance, to write a new version of it."""
+    m = index.manifest
+    current = Provenance(embedder=m.embedder, model=m.model, family=m.family, prompts=m.prompts, corpora=m.corpora,
+                         chunking=m.chunking, skipped=m.skipped)
+    return replace(current, **changes)
+
+
+def rewrite_index(index: IndexReader, keep: np.ndarray, vectors: np.ndarray | None = None,
+                  meta: pa.Table | None = None, rejects: list[dict] | None = None, plan: IndexPlan | None = None,
+                  provenance: Provenance | None = None) -> Manifest:
+    """A new version of an open index: its rows where `keep` is true, then `vectors`/`meta` appended,
+    and `rejects` added to its list. Nothing is re-embedded: the raw vectors are kept, and language
+    statistics are fitted again. Without `plan`, the index type is chosen for the rows it will hold."""
+    all_rejects = index.rejects() + (rejects or [])
+    kept_vectors = np.asarray(index.raw_vectors())[keep]
+    kept_meta = index.table().filter(pa.array(keep))
+    if vectors is not None:
+        kept_vectors = np.vstack([kept_vectors, vectors])
+        kept_meta = pa.concat_tables([kept_meta, meta.cast(kept_meta.schema)])
+    plan = plan or plan_index(index.settings, len(kept_vectors), index.dim)
+    return write_index(index.directory, kept_vectors, kept_meta, provenance or provenance_of(index), plan,
+                       settings=index.settings, rejects=all_rejects)

@@ -1,0 +1,150 @@
+"""The library's one entry point: an index directory, opened or built, searched and updated. The CLI and
+the HTTP server use it as any Python caller would."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from xlsearch.engine.ann.index_types import IndexPlan
+from xlsearch.engine.embedders.base import Embedder
+from xlsearch.engine.embedders.spec import EmbedderSpec
+from xlsearch.engine.search import Hit, Searcher
+from xlsearch.engine.store.manifest import Manifest
+from xlsearch.engine.store.reader import IndexReader
+from xlsearch.engine.store.settings import IndexSettings
+from xlsearch.indexer.mapper import FieldMap
+from xlsearch.indexer.pipeline import BuildResult, Progress, build_index
+
+
+@dataclass
+class Deletion:
+    manifest: Manifest
+    removed: list[str]
+    not_found: list[str]
+
+
+class Index:
+    """An index directory. Queries are embedded as its documents were (the manifest's embedder spec),
+    with whatever `embedder` sets on top (servers, key, cache); the embedder is made on first search."""
+
+    def __init__(self, reader: IndexReader, embedder: EmbedderSpec | None = None) -> None:
+        self.reader = reader
+        self.embedder_spec = (embedder or EmbedderSpec()).completed_by(reader.manifest.embedder)
+        self._embedder: Embedder | None = None
+        self._searcher: Searcher | None = None
+
+    @classmethod
+    def open(cls, path: str | Path, embedder: EmbedderSpec | None = None) -> Index:
+        return cls(IndexReader(Path(path)), embedder)
+
+    @classmethod
+    def build(
+        cls,
+        corpora: Sequence[str | Path],
+        path: str | Path,
+        embedder: EmbedderSpec | None = None,
+        *,
+        fields: FieldMap = FieldMap(),
+        settings: IndexSettings = IndexSettings(),
+        chunk_size: int | None = None,
+        chunk_overlap: int | None = None,
+        strict: bool = False,
+        append: bool = False,
+        progress: Progress | None = None,
+        on_plan: Callable[[IndexPlan], None] | None = None,
+        on_embedder: Callable[[Embedder], None] | None = None,
+    ) -> BuildResult:
+        """Embed `corpora` (files, directories, hf:NAME[:CONFIG][:SPLIT]) into a new version of the index
+        at `path`; with `append`, add them to the index there (an id seen again replaces its document).
+        Long documents become chunks of `chunk_size` characters (default: the model's input limit)
+        overlapping by `chunk_overlap`. `on_embedder` sees the embedder once it exists (progress displays read its counters)."""
+        spec = embedder or EmbedderSpec()
+        made = spec.create()
+        try:
+            if on_embedder:
+                on_embedder(made)
+            # a window of documents: enough to keep every request slot of the backend busy
+            window = max(64, 2 * spec.batch_size * spec.concurrency)
+            return build_index([str(c) for c in corpora], Path(path), made, spec, fields, window=window,
+                               progress=progress, settings=settings, chunk_size=chunk_size, chunk_overlap=chunk_overlap, strict=strict, append=append,
+                               on_plan=on_plan)
+        finally:
+            made.close()
+
+    def append(self, corpora: Sequence[str | Path], **options) -> BuildResult:
+        """Add `corpora` with this index's model and settings; the index then serves the new version."""
+        result = Index.build(corpora, self.reader.directory, self.embedder_spec, append=True, **options)
+        self._reopen()
+        return result
+
+    def delete(self, ids: Sequence[str]) -> Deletion:
+        """Remove these documents (all their chunks), re-embedding nothing."""
+        from xlsearch.engine.store.updates import delete_documents
+
+        manifest, removed, missing = delete_documents(self.reader.directory, list(ids))
+        self._reopen()
+        return Deletion(manifest, removed, missing)
+
+    def verify(self) -> list[str]:
+        """Everything an index can be checked for, checksums included; an empty list when it is whole."""
+        from xlsearch.engine.store.verify import verify_index
+
+        return verify_index(self.reader.directory)
+
+    @property
+    def info(self) -> Manifest:
+        return self.reader.manifest
+
+    @property
+    def path(self) -> Path:
+        return self.reader.directory
+
+    @property
+    def embedder(self) -> Embedder:
+        """The query embedder, made on first use and checked against the index's model and dimension."""
+        if self._embedder is None:
+            self._embedder = self.embedder_spec.create()
+            try:
+                self.reader.check_compatible(self._embedder)
+            except BaseException:
+                self.close()
+                raise
+        return self._embedder
+
+    @property
+    def searcher(self) -> Searcher:
+        if self._searcher is None:
+            self._searcher = Searcher(self.reader, self.embedder)
+        return self._searcher
+
+    def search(self, query: str | Sequence[str], k: int = 10, lang: str | Sequence[str] | None = None,
+               query_lang: str | None = None) -> list[Hit] | list[list[Hit]]:
+        """The k best documents for a query (a list of hits), or for each of several (a list of lists).
+        `lang` keeps only documents in those languages; `query_lang` is the queries' own, else detected."""
+        single = isinstance(query, str)
+        results = self.searcher.search([query] if single else list(query), k=k,
+                                       langs=list(lang) if lang is not None and not isinstance(lang, str) else lang,
+                                       query_lang=query_lang)
+        return results[0] if single else results
+
+    def _reopen(self) -> None:
+        self.reader = IndexReader(self.reader.directory)
+        self._searcher = None
+
+    def close(self) -> None:
+        if self._embedder is not None:
+            self._embedder.close()
+            self._embedder = None
+        self._searcher = None
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        m = self.info
+        return f"Index({str(self.path)!r}, {m.documents} documents, {m.model}, {m.dim} dims)"
