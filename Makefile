@@ -4,10 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Re-installs only when pyproject.toml changes, so a second `make index` installs nothing.
 INSTALLED := $(VENV)/.installed
-# cpu: faiss-cpu; gpu: faiss-gpu-cu12 (same module, CUDA 12 driver needed). Switching: `make clean-venv`.
+# cpu: faiss-cpu; gpu: the official faiss-gpu and the CUDA 12 runtime wheels it loads (same module, an NVIDIA
+# GPU of compute capability 7.0 or newer and a CUDA 12 driver needed). Switching: `make clean-venv`.
 FAISS ?= cpu
 
-.PHONY: index test bench bench-quick clean clean-venv
+.PHONY: index test test-fast bench bench-quick gpu-check clean clean-venv
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,12 +22,21 @@ index: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q
 
+# The in-process tier: real model, files and FAISS, no subprocess (store, search, ranking, library)
+test-fast: $(INSTALLED)
+	$(BIN)/python -m pytest -q -m "not processes"
+
 # `make bench QUICK=1` (or `make bench-quick`): small sizes, a smoke test whose timings mean nothing
 bench: $(INSTALLED)
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
 bench-quick: $(INSTALLED)
 	$(BIN)/python -m bench --quick
+
+# What a GPU changes, measured on this machine in under 5 minutes on an H100/H200 (`make index FAISS=gpu`
+# first); without a usable GPU its GPU rows say why they were skipped. QUICK=1: small sizes, any machine.
+gpu-check: $(INSTALLED)
+	$(BIN)/python -m bench.gpu $(if $(QUICK),--quick)
 
 clean:
 	rm -rf indexes .pytest_cache

@@ -11,6 +11,9 @@ import pytest
 from xlsearch.evaluation.dedup_eval import write_tatoeba_mix
 from tests.conftest import DEMO_CORPUS, assert_clean_failure, build_index, xlsearch, xlsearch_json
 
+# they start processes: the real command, servers
+pytestmark = pytest.mark.processes
+
 
 @pytest.fixture(scope="module")
 def demo_index(tmp_path_factory):

@@ -3,9 +3,14 @@ timing is asserted: the figures that matter come from `make bench` (docs/benchma
 
 import json
 import subprocess
+
+import pytest
 import sys
 
 from tests.conftest import ROOT
+
+# they start processes: the real command, servers
+pytestmark = pytest.mark.processes
 
 
 def test_quick_benchmarks_run_and_write_their_results(tatoeba):

@@ -7,6 +7,9 @@ import pytest
 
 from tests.conftest import DEMO_CORPUS, assert_clean_failure, xlsearch, xlsearch_json
 
+# they start processes: the real command, servers
+pytestmark = pytest.mark.processes
+
 WEATHER_QUERY = "今天天气真好，适合出去散步"
 SIMILARITY_TEXTS = [
     "今天天气真好，适合出去散步",

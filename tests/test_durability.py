@@ -15,6 +15,9 @@ from xlsearch.cli.app import app
 from xlsearch.engine.store.publish import CRASH_ENV, writer_lock
 from tests.conftest import DEMO_CORPUS, assert_clean_failure, xlsearch, xlsearch_json
 
+# they start processes: the real command, servers
+pytestmark = pytest.mark.processes
+
 DEMO_ROWS = [json.loads(line) for line in (DEMO_CORPUS / "demo.jsonl").read_text(encoding="utf-8").splitlines()]
 
 

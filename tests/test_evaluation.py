@@ -84,6 +84,7 @@ def test_too_few_sentences_per_language_fit_nothing():
     assert LanguageStats.fit(vectors, ["en"] * (MIN_SENTENCES + 1) + ["de"] * 4) is None
 
 
+@pytest.mark.processes
 @pytest.mark.slow
 def test_eval_meets_the_language_neutral_targets_on_tatoeba(tatoeba, tmp_path):
     """The issue's reference set: last 400 pairs of five languages plus their English sides, pooled, with
@@ -114,6 +115,7 @@ def test_eval_meets_the_language_neutral_targets_on_tatoeba(tatoeba, tmp_path):
         assert by_config[("neutral", "margin")][direction]["recall@1"] >= plain_scores["recall@1"], direction
 
 
+@pytest.mark.processes
 def test_eval_on_the_demo_corpus_groups(tmp_path):
     result = xlsearch("eval", DEMO_CORPUS, "--format", "json")
     assert result.returncode == 0, result.stderr
@@ -124,6 +126,7 @@ def test_eval_on_the_demo_corpus_groups(tmp_path):
     assert configs[("neutral", "cosine")]["average"]["recall@1"] >= 0.95
 
 
+@pytest.mark.processes
 def test_eval_reads_pair_records(tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     rows = [("Guten Morgen", "Good morning"), ("Der Zug ist spät", "The train is late"),
@@ -135,6 +138,7 @@ def test_eval_reads_pair_records(tmp_path):
     assert set(directions) == {"de->en", "en->de"} and directions["de->en"]["queries"] == 4
 
 
+@pytest.mark.processes
 def test_eval_bad_inputs(tatoeba, tmp_path):
     assert_clean_failure(xlsearch("eval", tatoeba), "choose pairs with --pairs")
     assert_clean_failure(xlsearch("eval", tatoeba, "--pairs", "xyz-eng"), "tatoeba.xyz-eng.xyz: no such file")
@@ -142,6 +146,7 @@ def test_eval_bad_inputs(tatoeba, tmp_path):
     assert_clean_failure(xlsearch("eval", DEMO_CORPUS, "--fit", "30", "--score", "30"), "exceeds its 40 parallel items")
 
 
+@pytest.mark.processes
 def test_monolingual_paraphrase_retrieval_with_and_without_neutral_ranking():
     """Same-language retrieval: each sentence must find its paraphrase among 300 sentences in five
     languages; language statistics come from the demo corpus. Measured: plain 0.997, neutral 0.993."""
@@ -157,6 +162,7 @@ def test_monolingual_paraphrase_retrieval_with_and_without_neutral_ranking():
     assert_clean_failure(xlsearch("eval", PARAPHRASES, "--fit-from", DEMO_CORPUS, "--fit", "10"), "exclude each other")
 
 
+@pytest.mark.processes
 def test_same_language_search_is_not_worse_with_neutral_margin_ranking(tmp_path):
     """The product path: an index of the demo corpus plus the paraphrases; each paraphrase is queried and
     its partner should come first (after the sentence itself). Measured here: plain cosine 0.990,

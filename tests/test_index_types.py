@@ -133,6 +133,7 @@ def hnsw_demo(tmp_path_factory):
     return index_dir, built.stderr
 
 
+@pytest.mark.processes
 def test_cli_index_types_storage_and_refusals(hnsw_demo):
     index_dir, build_log = hnsw_demo
     assert "Index plan: HNSW32_SQ8 (hnsw, sq8, about" in build_log
@@ -156,6 +157,7 @@ def test_cli_index_types_storage_and_refusals(hnsw_demo):
     assert json.loads((index_dir / "manifest.json").read_text())["index_type"] == "HNSW32_SQ8"  # kept on rewrite
 
 
+@pytest.mark.processes
 def test_the_query_path_imports_no_heavy_packages(hnsw_demo):
     """openai (1.3 s), datasets (1.9 s), pandas (1 s, pulled in by pyarrow's numpy conversion), pydantic
     (0.15 s, typer 0.29), pyarrow.compute (0.3 s, ChunkedArray.take) and numpy.ma (17 ms, np.unique)

@@ -18,6 +18,9 @@ import pytest
 from xlsearch.evaluation.dedup_eval import write_tatoeba_mix
 from tests.conftest import DEMO_CORPUS, ROOT, build_index, free_port, wait_for_http
 
+# they start processes: the real command, servers
+pytestmark = pytest.mark.processes
+
 WEATHER_QUERY = "今天天气真好，适合出去散步"
 CHROMIUM = "/usr/bin/chromium"
 

@@ -7,6 +7,9 @@ import pytest
 
 from tests.conftest import xlsearch
 
+# they start processes: the real command, servers
+pytestmark = pytest.mark.processes
+
 # Measured here through `index` + `query` (documents get e5's "passage:", queries "query:"), 1000 pairs
 # each: cmn 0.917, jpn 0.831, kor 0.754 (0.78 when both sides get "query:"). Floors sit just under.
 RECALL_AT_1_FLOOR = {"cmn": 0.90, "jpn": 0.81, "kor": 0.73}

@@ -47,7 +47,8 @@ class EmbedderSpec:
     def resolved(self, embedder: Embedder) -> EmbedderSpec:
         """This spec as the embedder made from it resolved it: the model a server serves, the family
         its name tells (kept for servers only: the local backend knows its own)."""
-        endpoints = tuple(getattr(embedder, "endpoint", "").split(",")) if self.endpoints else ()
+        served_by = embedder.describe().get("endpoint")  # the servers' URLs, normalised
+        endpoints = tuple(served_by.split(",")) if served_by else ()
         family = embedder.profile.family if embedder.backend == "openai" else None
         return replace(self, backend=embedder.backend, model=embedder.model, family=family, endpoints=endpoints)
 
