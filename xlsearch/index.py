@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xlsearch.engine.ann.index_types import IndexPlan
 from xlsearch.engine.embedders.base import Embedder
@@ -14,8 +15,10 @@ from xlsearch.engine.search import Hit, Searcher
 from xlsearch.engine.store.manifest import Manifest
 from xlsearch.engine.store.reader import IndexReader
 from xlsearch.engine.store.settings import IndexSettings
-from xlsearch.indexer.mapper import FieldMap
-from xlsearch.indexer.pipeline import BuildResult, Progress, build_index
+
+if TYPE_CHECKING:  # the build pipeline and its readers are imported by a build only: a query never needs them
+    from xlsearch.indexer.mapper import FieldMap
+    from xlsearch.indexer.pipeline import BuildResult, Progress
 
 
 @dataclass
@@ -46,7 +49,7 @@ class Index:
         path: str | Path,
         embedder: EmbedderSpec | None = None,
         *,
-        fields: FieldMap = FieldMap(),
+        fields: FieldMap | None = None,
         settings: IndexSettings = IndexSettings(),
         chunk_size: int | None = None,
         chunk_overlap: int | None = None,
@@ -60,6 +63,9 @@ class Index:
         at `path`; with `append`, add them to the index there (an id seen again replaces its document).
         Long documents become chunks of `chunk_size` characters (default: the model's input limit)
         overlapping by `chunk_overlap`. `on_embedder` sees the embedder once it exists (progress displays read its counters)."""
+        from xlsearch.indexer.mapper import FieldMap
+        from xlsearch.indexer.pipeline import build_index
+
         spec = embedder or EmbedderSpec()
         made = spec.create()
         try:
@@ -67,7 +73,7 @@ class Index:
                 on_embedder(made)
             # a window of documents: enough to keep every request slot of the backend busy
             window = max(64, 2 * spec.batch_size * spec.concurrency)
-            return build_index([str(c) for c in corpora], Path(path), made, spec, fields, window=window,
+            return build_index([str(c) for c in corpora], Path(path), made, spec, fields or FieldMap(), window=window,
                                progress=progress, settings=settings, chunk_size=chunk_size, chunk_overlap=chunk_overlap, strict=strict, append=append,
                                on_plan=on_plan)
         finally:
