@@ -4,7 +4,10 @@ Beyond what can be embedded here, vectors are drawn from a Gaussian mixture fitt
 bench.vector_realism compares mixtures with the real vectors). Nothing at 2560 dimensions can be embedded
 here (Qwen3-Embedding-4B needs a GPU and its weights), so 2560-d vectors place the 384-d mixture in a
 random 384-d subspace and fill the other directions with isotropic noise at the level of its weakest
-eigenvalue: an assumption, said so in every report."""
+eigenvalue: an assumption, said so in every report.
+
+This module imports only numpy and faiss at load (the embedder on first use), so that bench.gpu can draw
+from the shipped mixture (SHIPPED_MIXTURE) on a machine without the embedding model."""
 
 from __future__ import annotations
 
@@ -15,13 +18,15 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from xlsearch.engine.embedders import create_embedder
-from xlsearch.engine.embedders.cache import default_cache_path
-
 TATOEBA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "tatoeba"
 CHUNK = 100_000
 EMBED_WINDOW = 2_048
 MIXTURE_COMPONENTS = 64  # the generator of the larger benchmark sets, chosen by bench.vector_realism (docs/benchmarks.md)
+# The mixture bench.gpu draws from, shipped because the GPU machine has no embedding model: MIXTURE_COMPONENTS
+# components fitted to SHIPPED_SENTENCES real embeddings (write_shipped_mixture makes it). Fewer than the
+# 100,000 of `make bench` (20 minutes to embed here), still over 450 points per component.
+SHIPPED_MIXTURE = Path(__file__).with_name("mixture64_tatoeba30k.npz")
+SHIPPED_SENTENCES = 30_000
 
 
 def tatoeba_sentences(count: int) -> list[tuple[str, str]]:
@@ -54,6 +59,9 @@ def held_out(real: np.ndarray, queries: int = 1000, seed: int = 0) -> tuple[np.n
 def embed(texts: list[str], progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Document embeddings by the local model, through the embedding cache, a window at a time: an
     interrupted run keeps what it embedded, and a second run embeds nothing."""
+    from xlsearch.engine.embedders import create_embedder
+    from xlsearch.engine.embedders.cache import default_cache_path
+
     embedder = create_embedder("local", cache_path=default_cache_path())
     try:
         parts = []
@@ -94,6 +102,22 @@ class FittedMixture:
             self.means, self.transform = self.means @ basis.T, basis @ self.transform
             self.noise = float(np.sqrt(values[values > 0].min()))
 
+    def save(self, path: Path, note: str) -> None:
+        """The fitted parameters as float32 (enough to draw from, see load); `note` says how they were made."""
+        np.savez_compressed(path, means=self.means.astype(np.float32), weights=self.weights,
+                            transform=self.transform.astype(np.float32), noise=np.float64(self.noise), note=np.array(note))
+
+    @classmethod
+    def load(cls, path: Path, seed: int = 0) -> FittedMixture:
+        """The mixture whose parameters save() wrote, at their dimension, drawing with a fresh `seed`."""
+        mixture = cls.__new__(cls)  # the fit in __init__ is what the file replaces
+        with np.load(path) as saved:
+            mixture.means, mixture.transform = (saved[name].astype(np.float64) for name in ("means", "transform"))
+            mixture.weights, mixture.noise = saved["weights"], float(saved["noise"])
+        mixture.dim = mixture.means.shape[1]
+        mixture.rng = np.random.default_rng(seed)
+        return mixture
+
     def draw(self, count: int) -> np.ndarray:
         """`count` unit vectors, float32, generated a chunk at a time to bound memory."""
         out = np.empty((count, self.dim), dtype=np.float32)
@@ -105,3 +129,17 @@ class FittedMixture:
                 block += self.noise * self.rng.standard_normal((n, self.dim))
             out[start:start + n] = block / np.linalg.norm(block, axis=1, keepdims=True)
         return out
+
+
+def write_shipped_mixture(count: int = SHIPPED_SENTENCES, path: Path = SHIPPED_MIXTURE) -> Path:
+    """Refit the mixture bench.gpu ships: `count` real embeddings (real_vectors: 30,000 take about 7 minutes
+    on 2 cores the first time), MIXTURE_COMPONENTS components, seed 0. `python -m bench.realistic_vectors`."""
+    mixture = FittedMixture(real_vectors(count), MIXTURE_COMPONENTS)
+    mixture.save(path, note=f"FittedMixture of {MIXTURE_COMPONENTS} components (seed 0) fitted to the local model's "
+                            f"embeddings of {count:,} distinct Tatoeba sentences (bench.realistic_vectors.real_vectors); "
+                            "remake with `python -m bench.realistic_vectors`")
+    return path
+
+
+if __name__ == "__main__":
+    print(write_shipped_mixture())

@@ -1,17 +1,18 @@
-"""Build a FAISS index from a plan (on the GPU when asked and able), tune its search depth against
-exact search on held-out rows, and search it (row filter, exact re-scoring of lossy codes) whatever its
-type."""
+"""Build a FAISS index from a plan (trained and filled on the GPU when one is usable and the plan has a
+GPU form), tune its search depth against exact search on held-out rows, and search it (row filter, exact
+re-scoring of lossy codes) whatever its type. Which device: resolve_device, after engine.ann.gpu's probe."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import faiss
 import numpy as np
 
 from xlsearch.engine.errors import InputError
-from xlsearch.engine.ann.index_types import IndexPlan
+from xlsearch.engine.ann.gpu import GpuProbe, gpu_resources, probe_gpu
+from xlsearch.engine.ann.index_types import POINTS_PER_LIST, IndexPlan
 from xlsearch.engine.vectors import sorted_unique
 
 DEVICES = ("auto", "cpu", "gpu")
@@ -20,27 +21,45 @@ TUNING_QUERIES = 500
 TUNING_K = 10
 REFINE_STEPS = 3  # bisections after the doubling search: the depth found is within 1/8 of a doubling
 TRAIN_POINTS_PER_LIST = 64  # k-means quality levels off well before FAISS's 256-per-list cap
+CODEBOOK_CENTROIDS = 256  # of an 8-bit code book (PQ, SQ): the least any training sample must cover
 ADD_BATCH = 65_536
 RERANK_FACTOR = 10  # candidates per wanted hit that a product-quantised index hands to exact re-scoring
 BLAS_QUERIES = 16  # up to this many queries, an exact flat scan is a BLAS product (all cores)
 # mmap of the stored codes: a query loads only the pages it touches (IVF lists, flat blocks)
 READ_FLAGS = faiss.IO_FLAG_MMAP_IFC
+# Plan kinds trained and filled on a usable GPU: inverted files, whose k-means and list assignment are
+# matrix products. HNSW has no GPU form, and an exact scan has nothing to train (adding is a copy).
+GPU_KINDS = ("ivf", "ivfpq", "factory")
+CODE_PRECISION = ("pq", "sq8", "float16", "float32")  # IndexPlan.storage, coarsest first
 
 
 def gpu_count() -> int:
-    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    """GPUs this faiss can use here: engine.ann.gpu's probe found GPU 0 usable (0 with faiss-cpu)."""
+    probe = probe_gpu()
+    return probe.gpus if probe.usable else 0
 
 
-def resolve_device(device: str) -> str:
-    """cpu or gpu: `auto` takes the GPU when this faiss build has one; `gpu` without one is an error."""
+@dataclass(frozen=True)
+class DeviceChoice:
+    device: str  # "cpu" or "gpu": where indexes are trained and filled, and exact neighbourhoods computed
+    notice: str | None = None  # one line for the user: why `auto` left this machine's GPU unused
+    gpu: GpuProbe | None = None  # the usable GPU (name, memory) when device is "gpu"
+
+
+def resolve_device(device: str) -> DeviceChoice:
+    """Where to build: `cpu` as asked; `auto` the GPU when the probe found it usable, else the CPU, with a
+    notice when there is a GPU this faiss cannot run on; `gpu` the GPU, or InputError saying why not.
+    Never prints: the caller shows `notice`."""
     if device not in DEVICES:
-        raise InputError(f"--device {device!r}: expected one of {', '.join(DEVICES)}")
-    if device == "auto":
-        return "gpu" if gpu_count() else "cpu"
-    if device == "gpu" and not gpu_count():
-        raise InputError("--device gpu: this faiss has no GPU support or sees no CUDA device "
-                         "(install faiss-gpu instead of faiss-cpu on a machine with a GPU)")
-    return device
+        raise InputError(f"expected one of {', '.join(DEVICES)}", field="device", value=device)
+    if device == "cpu":
+        return DeviceChoice("cpu")
+    probe = probe_gpu()
+    if probe.usable:
+        return DeviceChoice("gpu", gpu=probe)
+    if device == "gpu":
+        raise InputError(probe.reason, field="device", value=device)
+    return DeviceChoice("cpu", notice=f"{probe.reason}; building on the CPU" if probe.gpus else None)
 
 
 @dataclass
@@ -48,6 +67,11 @@ class BuiltIndex:
     index: faiss.Index
     device: str  # where it was trained and filled
     tuning: dict  # {"params": {...}, "recall@10": r, "queries": q}
+    plan: IndexPlan
+    below_target: bool = False  # even the deepest search tuning tried fell short of the recall target
+    trained_on: int = 0  # vectors in the training sample (0: nothing to train)
+    # build_first_reaching's other plans, built and dropped, each short of the target: key, params, recall@10
+    also_tried: tuple[dict, ...] = ()
 
 
 def build_faiss_index(plan: IndexPlan, vectors: np.ndarray, device: str = "cpu", target: float = TARGET_RECALL,
@@ -55,30 +79,64 @@ def build_faiss_index(plan: IndexPlan, vectors: np.ndarray, device: str = "cpu",
     """The trained, filled and tuned index in its CPU form (which loads anywhere). The last rows (up to
     TUNING_QUERIES, a tenth at most) are held out while everything else is added: they are the queries
     that tune the search depth against exact search, then they are added too, so row ids stay positions.
-    HNSW has no GPU form and is built on the CPU."""
+    With `device` "gpu" (from resolve_device), plans of GPU_KINDS are trained and filled on the GPU; the
+    rest, and a factory string faiss has no GPU form of, are built on the CPU."""
     try:
         index = faiss.index_factory(vectors.shape[1], plan.key, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[-1]
-        raise InputError(f"--index-type {plan.key!r}: FAISS cannot build it ({reason})") from None
+        raise InputError(f"FAISS cannot build it ({reason})", field="index_type", value=plan.key) from None
     if isinstance(index, faiss.IndexIVFPQ):  # polysemous codes serve Hamming pre-filtering, never used here
         index.do_polysemous_training = False
-    on_gpu = device == "gpu" and plan.kind != "hnsw"
-    if on_gpu:
-        resources = faiss.StandardGpuResources()
-        index = faiss.index_cpu_to_gpu(resources, 0, index)
-    if not index.is_trained:
-        index.train(_training_sample(index, vectors, seed))
+    sample = None if index.is_trained else training_sample(index, vectors, seed)  # before a move to the GPU
+    on_gpu = _gpu_form(index) if device == "gpu" and plan.kind in GPU_KINDS else None
+    working = index if on_gpu is None else on_gpu
+    if sample is not None:
+        working.train(sample)
     held_out = min(TUNING_QUERIES, len(vectors) // 10)
     kept = len(vectors) - held_out
-    _add(index, vectors[:kept])
-    if on_gpu:
-        index = faiss.index_gpu_to_cpu(index)
+    _add(working, vectors[:kept])
+    if on_gpu is not None:
+        index = faiss.index_gpu_to_cpu(on_gpu)
     base = np.ascontiguousarray(vectors[:kept], dtype=np.float32)
     rerank = RERANK_FACTOR if is_lossy(index) else 1
-    tuning = tune(index, base, np.ascontiguousarray(vectors[kept:], dtype=np.float32), target, rerank)
+    tuning, reached = _tuned(index, base, np.ascontiguousarray(vectors[kept:], dtype=np.float32), target, rerank)
     _add(index, vectors[kept:])
-    return BuiltIndex(index, "gpu" if on_gpu else "cpu", tuning)
+    return BuiltIndex(index, "cpu" if on_gpu is None else "gpu", tuning, plan, below_target=not reached,
+                      trained_on=0 if sample is None else len(sample))
+
+
+def build_first_reaching(plans: Sequence[IndexPlan], vectors: np.ndarray, device: str = "cpu",
+                         target: float = TARGET_RECALL, seed: int = 0) -> BuiltIndex:
+    """The first of `plans` (index_types.plan_candidates' order) whose tuning reaches `target`. A plan is
+    passed over when one of its kind with codes at least as fine fell short: the same graph or lists
+    with coarser codes reach no further. When none reaches it, the closest, with below_target set."""
+    closest = None
+    tried: list[dict] = []
+    short: dict[str, int] = {}  # kind -> the finest codes that fell short
+    for plan in plans:
+        precision = CODE_PRECISION.index(plan.storage) if plan.storage in CODE_PRECISION else None
+        if precision is not None and plan.kind != "factory" and precision <= short.get(plan.kind, -1):
+            continue
+        built = build_faiss_index(plan, vectors, device, target, seed)
+        if not built.below_target:
+            return replace(built, also_tried=tuple(tried))
+        tried.append({"key": plan.key, "params": built.tuning["params"], "recall@10": built.tuning["recall@10"]})
+        if precision is not None:
+            short[plan.kind] = max(precision, short.get(plan.kind, -1))
+        if closest is None or built.tuning["recall@10"] > closest.tuning["recall@10"]:
+            closest = built
+    if closest is None:
+        raise ValueError("build_first_reaching: no plan given")
+    return replace(closest, also_tried=tuple(entry for entry in tried if entry["key"] != closest.plan.key))
+
+
+def _gpu_form(index: faiss.Index) -> faiss.Index | None:
+    """`index` moved to GPU 0, or None where faiss has no GPU form of it (a factory string's type)."""
+    try:
+        return faiss.index_cpu_to_gpu(gpu_resources(), 0, index)
+    except RuntimeError:
+        return None
 
 
 def _add(index: faiss.Index, vectors: np.ndarray) -> None:
@@ -86,9 +144,20 @@ def _add(index: faiss.Index, vectors: np.ndarray) -> None:
         index.add(np.ascontiguousarray(vectors[start:start + ADD_BATCH], dtype=np.float32))
 
 
-def _training_sample(index: faiss.Index, vectors: np.ndarray, seed: int) -> np.ndarray:
+def training_sample_size(index: faiss.Index) -> int:
+    """How many vectors train `index`, from what its plan builds: TRAIN_POINTS_PER_LIST per inverted list,
+    and at least POINTS_PER_LIST (k-means' minimum) per code book centroid. Ask the CPU index made from
+    the plan: faiss cannot see the inverted file inside a GPU index (try_extract_index_ivf answers None),
+    which once trained 4,000 lists on 9,984 points."""
     ivf = faiss.try_extract_index_ivf(index)
-    wanted = max(ivf.nlist * TRAIN_POINTS_PER_LIST if ivf is not None else 0, 256 * 39)
+    pq = getattr(faiss.downcast_index(ivf if ivf is not None else index), "pq", None)
+    centroids = max(CODEBOOK_CENTROIDS, pq.ksub if pq is not None else 0)
+    return max(ivf.nlist * TRAIN_POINTS_PER_LIST if ivf is not None else 0, centroids * POINTS_PER_LIST)
+
+
+def training_sample(index: faiss.Index, vectors: np.ndarray, seed: int = 0) -> np.ndarray:
+    """training_sample_size(index) rows drawn without replacement (all of them when there are fewer)."""
+    wanted = training_sample_size(index)
     if len(vectors) <= wanted:
         return np.ascontiguousarray(vectors, dtype=np.float32)
     rows = np.sort(np.random.default_rng(seed).choice(len(vectors), wanted, replace=False))
@@ -115,9 +184,14 @@ def tune(index: faiss.Index, base: np.ndarray, queries: np.ndarray, target: floa
     """The smallest search depth whose recall@10 for `queries` (not in the index) reaches `target`
     against exact search over `base` (what the index holds), less two standard errors (recall_bound). Recall is measured even for an index with
     no knob (8-bit codes are approximate too). With `rerank`, that many times 10 candidates are re-scored
-    exactly, as searches will do."""
+    exactly, as searches will do. Short of the target even at the deepest depth, that depth."""
+    return _tuned(index, base, queries, target, rerank)[0]
+
+
+def _tuned(index: faiss.Index, base: np.ndarray, queries: np.ndarray, target: float, rerank: int) -> tuple[dict, bool]:
+    """tune()'s answer, and whether it reached the target."""
     if len(queries) == 0 or len(base) == 0:
-        return {"params": {}, "recall@10": 1.0, "queries": 0}
+        return {"params": {}, "recall@10": 1.0, "queries": 0}, True
     k = min(TUNING_K, len(base))
     exact = faiss.knn(queries, base, k, metric=faiss.METRIC_INNER_PRODUCT)[1]
     knob = depth_parameter(index)
@@ -145,7 +219,8 @@ def tune(index: faiss.Index, base: np.ndarray, queries: np.ndarray, target: floa
                 deeper, params, recalls = middle, middle_params, middle_recalls
             else:
                 shallower = middle
-    return {"params": params, "recall@10": round(float(recalls.mean()), 4), "queries": len(queries)}
+    tuning = {"params": params, "recall@10": round(float(recalls.mean()), 4), "queries": len(queries)}
+    return tuning, recall_bound(recalls) >= target
 
 
 def per_query_recall(found: np.ndarray, exact: np.ndarray) -> np.ndarray:
