@@ -13,8 +13,8 @@ import sys
 import time
 
 from xlsearch.engine.embedders import create_embedder
-from tests.conftest import free_port, wait_for_http
 from testkit.fault_proxy import FaultProxy
+from testkit.servers import free_port, wait_for_http
 
 
 def run(levels: list[int], delay: float, requests: int, batch_size: int) -> list[dict]:

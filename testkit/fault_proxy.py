@@ -1,11 +1,18 @@
 """A fault-injecting HTTP proxy for an OpenAI-compatible embeddings server, on loopback. Each POST takes
 the next fault from a script (or none) and either forwards the request or misbehaves in one of the ways
-real servers do. Also serves as the fixed-latency server of the throughput benchmark."""
+real servers do. Also serves as the fixed-latency server of the throughput benchmark.
+
+No fault depends on the clock: a "timeout" is held unanswered until the client hangs up (so the
+client's own timeout is the only clock involved), and a server that dies mid job dies after a given
+number of requests. Counters are updated as a request arrives, before any answer, so they are final
+once the client has its answers."""
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
+import select
 import socket
 import struct
 import threading
@@ -23,18 +30,21 @@ FAULTS = ("429", "500", "503", "timeout", "reset", "malformed", "wrong_dim", "ht
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, delay: float = 0.0, hang: float = 5.0) -> None:
+    def __init__(self, upstream: str, delay: float = 0.0) -> None:
         self.upstream = upstream.rstrip("/").removesuffix("/v1")
         self.delay = delay  # seconds added to every embeddings request
-        self.hang = hang  # how long the "timeout" fault sleeps before answering
         self.script: collections.deque[str] = collections.deque()
         self.poison: tuple[str, str] | None = None  # (marker, error shape): inputs containing it get a 400
-        self.down = False  # when set, connections are reset as soon as they arrive
+        # the server dies after taking this many embeddings requests: every later connection is reset
+        # as it arrives (counting requests, not seconds, puts the death at the same point of every run)
+        self.die_after: int | None = None
         self.refuse_dimensions = False  # answer a `dimensions` field as SGLang does without is_matryoshka
-        self.requests = 0
+        self.requests = 0  # embeddings requests taken (not those reset by a dead server)
         self.inputs: list[str] = []  # every input of every embeddings request, in arrival order
         self.faults_served: list[str] = []
         self._lock = threading.Lock()
+        self._held: set[socket.socket] = set()  # connections of "timeout" faults, until the client hangs up
+        self._closing = False
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -50,15 +60,15 @@ class FaultProxy:
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def do_GET(self) -> None:
-                if proxy.down:
+                if proxy._dead():
                     return self._reset()
                 self._forward(None)
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if proxy.down:
-                    return self._reset()
                 with proxy._lock:
+                    if proxy._dead():
+                        return self._reset()
                     proxy.requests += 1
                     sent = json.loads(body).get("input", [])
                     proxy.inputs.extend([sent] if isinstance(sent, str) else sent)
@@ -79,7 +89,7 @@ class FaultProxy:
                 if fault == "html_502":
                     return self._reply(502, b"<html><body>502 Bad Gateway</body></html>", content_type="text/html")
                 if fault == "timeout":
-                    time.sleep(proxy.hang)
+                    return self._hold()
                 if fault == "reset":
                     return self._reset()
                 if fault == "malformed":
@@ -110,6 +120,19 @@ class FaultProxy:
                 self.end_headers()
                 self.wfile.write(content)
 
+            def _hold(self) -> None:
+                """No answer at all, until the client gives up and closes the connection (or the proxy
+                closes): however slow the machine, the client's timeout is what ends the request."""
+                with proxy._lock:
+                    if proxy._closing:
+                        return self._reset()
+                    proxy._held.add(self.connection)
+                # readable once the client closes its end, or the proxy shuts this one down as it closes
+                select.select([self.connection], [], [])
+                with proxy._lock:
+                    proxy._held.discard(self.connection)
+                self.close_connection = True
+
             def _reset(self) -> None:
                 # SO_LINGER 0: close() sends RST, the client sees "connection reset by peer"
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -128,6 +151,14 @@ class FaultProxy:
         self._thread.start()
         return self
 
+    def _dead(self) -> bool:
+        return self.die_after is not None and self.requests >= self.die_after
+
     def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._closing = True
+            for connection in self._held:  # release what a client never gave up on
+                with contextlib.suppress(OSError):  # already reset by the client
+                    connection.shutdown(socket.SHUT_RDWR)
         self._server.shutdown()
         self._server.server_close()

@@ -10,7 +10,8 @@ from xlsearch.engine.embedders.wire import decode_embedding, normalize_endpoint,
 from xlsearch.engine.errors import BackendError, InputError
 from xlsearch.engine.profiles import PARALLEL_TASK, RETRIEVAL_TASK, profile_for
 from xlsearch.engine.vectors import truncate
-from tests.conftest import assert_clean_failure, free_port, xlsearch, xlsearch_json
+from tests.conftest import assert_clean_failure, xlsearch, xlsearch_json
+from testkit.servers import free_port
 
 TEXTS = ["今天天气真好，适合出去散步", "The weather is great today, perfect for a walk", "오늘 날씨가 정말 좋네요"]
 
