@@ -141,6 +141,7 @@ def index(
         result = Index.build(corpus, index_dir, embedder, fields=fields, settings=settings, chunk_size=chunk_size,
                              chunk_overlap=chunk_overlap, strict=strict, append=append, progress=progress,
                              on_plan=lambda plan: typer.echo(f"Index plan: {plan.describe()}", err=True),
+                             on_notice=lambda line: typer.echo(f"note: {line}", err=True),
                              on_embedder=lambda made: progress.show_stats(lambda: made.stats))
     manifest, report = result.manifest, result.report
     summary = {
@@ -156,6 +157,9 @@ def index(
         "invalid_utf8_replaced": report.invalid_utf8,
         "model": manifest.model,
         "dim": manifest.dim,
+        "index_type": manifest.index_type,
+        "recall@10": manifest.index.get("recall@10"),
+        "below_target": manifest.index.get("below_target", False),
         "seconds": round(time.perf_counter() - started, 2),
     }
     if fmt == "json":
@@ -167,6 +171,8 @@ def index(
     langs = ", ".join(f"{k} {v}" for k, v in manifest.languages.items())
     chunks = f" as {manifest.count} chunks" if manifest.chunked else ""
     rejected = f" Rejected by the server: {len(result.rejects)} (see {index_dir / 'rejects.jsonl'})." if result.rejects else ""
+    if manifest.index.get("below_target"):
+        typer.echo(f"warning: {render.below_target_line(manifest)}", err=True)
     render.show(
         f"Indexed {manifest.documents} documents{chunks} into {index_dir} in {summary['seconds']} s "
         f"({manifest.model}, {manifest.dim} dims). Skipped: {skipped}.{rejected}\nLanguages: {langs}"

@@ -161,4 +161,15 @@ def index_description(manifest: Manifest) -> str:
     params = ", ".join(f"{k} {v}" for k, v in built["params"].items())
     return (f"{built['key']} ({built['kind']}, {built['storage']}, built on {built['device']})"
             + (f", {params}" if params else "")
-            + f", recall@10 {built['recall@10']} vs exact, {format_bytes(built['bytes'])}")
+            + f", recall@10 {built['recall@10']} vs exact" + (" (below target)" if built.get("below_target") else "")
+            + f", {format_bytes(built['bytes'])}")
+
+
+def below_target_line(manifest: Manifest) -> str:
+    """Why an index searches below the recall target, and what was tried."""
+    from xlsearch.engine.ann.faiss_index import TARGET_RECALL
+
+    built = manifest.index
+    tried = "; ".join(f"{t['key']} {t['recall@10']}" for t in built.get("also_tried", []))
+    return (f"{built['key']} reaches recall@10 {built['recall@10']} at its deepest search, below the "
+            f"{TARGET_RECALL} target" + (f" (also tried: {tried})" if tried else "") + "; `info` shows it")

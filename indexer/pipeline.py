@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from xlsearch.engine.ann.faiss_index import resolve_device
 from xlsearch.engine.ann.index_types import IndexPlan
 from xlsearch.engine.embedders.base import Embedder
 from xlsearch.engine.embedders.spec import EmbedderSpec
@@ -123,13 +124,15 @@ def build_index(
     strict: bool = False,
     append: bool = False,
     on_plan: Callable[[IndexPlan], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
 ) -> BuildResult:
     """Index `corpora` into `index_dir` with `embedder` (made from `spec`), or with `append` add them to
     the index there (a document id seen again replaces its old version). Documents over the model's
     input limit (or `chunk_size`) become several vectors; an appended corpus is chunked as the index was. Inputs the server refuses are left out and
     reported, or stop the build (`strict`). One writer at a time; the published index changes only when
-    the whole new version is written. The index plan, chosen once from the number of chunks, goes to
-    `on_plan` before any embedding, and a plan over the memory budget stops the build there."""
+    the whole new version is written. The index plan, chosen once from the number of chunks and the
+    device, goes to `on_plan` before any embedding, and a plan over the memory budget (or a GPU asked for
+    that cannot be used) stops the build there; `on_notice` hears why a GPU present is left unused."""
     index_dir = Path(index_dir)
     with writer_lock(index_dir):
         existing = IndexReader(index_dir) if append and published(index_dir).exists() else None
@@ -141,9 +144,12 @@ def build_index(
         else:
             policy = ChunkPolicy.for_model(embedder.profile.max_tokens, chunk_size, chunk_overlap)
         total, planned_chunks = count_chunks(corpora, fields, policy)
-        plan = plan_index(settings, planned_chunks + (len(existing) if existing is not None else 0), embedder.dim)
+        device = resolve_device(settings.device)
+        if device.notice and on_notice:
+            on_notice(device.notice)
+        plans = plan_index(settings, planned_chunks + (len(existing) if existing is not None else 0), embedder.dim, device)
         if on_plan:
-            on_plan(plan)
+            on_plan(plans[0])
         report = MappingReport()
         chunks: list[Chunk] = []
         parts: list[np.ndarray] = []
@@ -168,15 +174,15 @@ def build_index(
         if existing is not None:
             replaced = np.isin(existing.column("doc_id"), [c.doc.id for c in chunks])
             provenance = provenance_of(existing, corpora=list(dict.fromkeys(existing.manifest.corpora + corpora)))
-            manifest = rewrite_index(existing, ~replaced, vectors, _meta_table(chunks), rejects=rejects, plan=plan,
-                                     provenance=provenance)
+            manifest = rewrite_index(existing, ~replaced, vectors, _meta_table(chunks), rejects=rejects, plans=plans,
+                                     provenance=provenance, device=device)
         else:
             described = embedder.describe()
             provenance = Provenance(
                 embedder=spec.resolved(embedder), model=embedder.model, family=embedder.profile.family,
                 prompts=described["prompts"], corpora=corpora, skipped=dict(report.skipped),
                 chunking={"size": policy.size, "overlap": policy.overlap, "unit": "characters"})
-            manifest = write_index(index_dir, vectors, _meta_table(chunks), provenance, plan, settings=settings,
-                                   rejects=rejects)
+            manifest = write_index(index_dir, vectors, _meta_table(chunks), provenance, plans, settings=settings,
+                                   rejects=rejects, device=device.device)
     embedded, from_cache = embedder.cache_use or (None, 0)
     return BuildResult(manifest=manifest, report=report, rejects=rejects, embedded=embedded, from_cache=from_cache)

@@ -58,11 +58,13 @@ class Index:
         progress: Progress | None = None,
         on_plan: Callable[[IndexPlan], None] | None = None,
         on_embedder: Callable[[Embedder], None] | None = None,
+        on_notice: Callable[[str], None] | None = None,
     ) -> BuildResult:
         """Embed `corpora` (files, directories, hf:NAME[:CONFIG][:SPLIT]) into a new version of the index
         at `path`; with `append`, add them to the index there (an id seen again replaces its document).
         Long documents become chunks of `chunk_size` characters (default: the model's input limit)
-        overlapping by `chunk_overlap`. `on_embedder` sees the embedder once it exists (progress displays read its counters)."""
+        overlapping by `chunk_overlap`. `on_embedder` sees the embedder once it exists (progress displays read its counters); `on_plan` the
+        index plan and `on_notice` a line worth telling (why a GPU is left unused), both before any embedding."""
         from xlsearch.indexer.mapper import FieldMap
         from xlsearch.indexer.pipeline import build_index
 
@@ -75,7 +77,7 @@ class Index:
             window = max(64, 2 * spec.batch_size * spec.concurrency)
             return build_index([str(c) for c in corpora], Path(path), made, spec, fields or FieldMap(), window=window,
                                progress=progress, settings=settings, chunk_size=chunk_size, chunk_overlap=chunk_overlap, strict=strict, append=append,
-                               on_plan=on_plan)
+                               on_plan=on_plan, on_notice=on_notice)
         finally:
             made.close()
 

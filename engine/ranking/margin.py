@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from xlsearch.engine.ann.neighbours import nearest_of_other_groups
+
 MARGIN_K = 4
 SELF_SEARCH_BATCH = 1024  # rows per search call; also how often progress is reported
 
@@ -42,12 +44,8 @@ def other_document_neighbours(
     for start in range(0, len(vectors), SELF_SEARCH_BATCH):
         stop = min(start + SELF_SEARCH_BATCH, len(vectors))
         found_scores, found_rows = search(np.ascontiguousarray(vectors[start:stop], dtype=np.float32), depth)
-        other = (found_rows >= 0) & (doc_codes[np.maximum(found_rows, 0)] != doc_codes[start:stop, None])
-        order = np.argsort(~other, axis=1, kind="stable")[:, :k]  # other documents first, in score order
-        kept = np.take_along_axis(other, order, axis=1)
-        width = order.shape[1]
-        scores[start:stop, :width] = np.where(kept, np.take_along_axis(found_scores, order, axis=1), -np.inf)
-        rows[start:stop, :width] = np.where(kept, np.take_along_axis(found_rows, order, axis=1), -1)
+        scores[start:stop], rows[start:stop] = nearest_of_other_groups(found_scores, found_rows, doc_codes[start:stop],
+                                                                       doc_codes, k)
         if progress:
             progress(stop, len(vectors))
     return scores, rows

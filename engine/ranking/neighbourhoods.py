@@ -21,7 +21,11 @@ def document_neighbourhoods(search, vectors: np.ndarray, doc_ids: np.ndarray, k:
     """Each row's mean cosine to its k nearest rows of other documents (a document's own chunks overlap
     it and would count as neighbours). `search(queries, n)` answers (scores, rows) from the index."""
     codes = np.unique(np.asarray(doc_ids), return_inverse=True)[1]
-    scores, _ = other_document_neighbours(search, vectors, codes, k)
+    return neighbourhood_means(other_document_neighbours(search, vectors, codes, k)[0], k)
+
+
+def neighbourhood_means(scores: np.ndarray, k: int = MARGIN_K) -> np.ndarray:
+    """Each row's mean of its k best cosines to other documents (-inf where fewer were in reach)."""
     result = neighbourhood(scores, k).astype(np.float32)
     lone = np.isnan(result)  # no other document in reach: a typical neighbourhood, neither hub nor outlier
     result[lone] = np.nanmedian(result) if not lone.all() else 0.0

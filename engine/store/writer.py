@@ -17,11 +17,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from xlsearch.engine.ann.faiss_index import BuiltIndex, build_faiss_index, resolve_device, search
-from xlsearch.engine.ann.index_types import IndexPlan, choose_plan
+from xlsearch.engine.ann.faiss_index import BuiltIndex, DeviceChoice, build_first_reaching, resolve_device, search
+from xlsearch.engine.ann.index_types import IndexPlan, plan_candidates
+from xlsearch.engine.ann.neighbours import exact_neighbours
 from xlsearch.engine.embedders.spec import EmbedderSpec
 from xlsearch.engine.errors import StorageError
-from xlsearch.engine.ranking.neighbourhoods import NEIGHBOURHOOD_FILE, document_neighbourhoods
+from xlsearch.engine.ranking.margin import MARGIN_K
+from xlsearch.engine.ranking.neighbourhoods import NEIGHBOURHOOD_FILE, document_neighbourhoods, neighbourhood_means
 from xlsearch.engine.ranking.neutral import METHOD, LanguageStats
 from xlsearch.engine.store.files import INDEX_FILE, META_FILE, REJECTS_FILE, ROW_GROUP_ROWS, VECTORS_FILE
 from xlsearch.engine.store.manifest import Manifest, file_sha256, write_manifest
@@ -43,14 +45,19 @@ class Provenance:
     skipped: dict[str, int]
 
 
-def plan_index(settings: IndexSettings, count: int, dim: int) -> IndexPlan:
-    """The one place an index type is chosen: from the number of vectors (chunks) it will hold."""
-    return choose_plan(settings.index_type, count, dim, settings.storage, settings.max_memory)
+def plan_index(settings: IndexSettings, count: int, dim: int, device: DeviceChoice) -> list[IndexPlan]:
+    """The one place index types are chosen: from the number of vectors (chunks) the index will hold and
+    the device that builds it. The first is the plan; the others are tried in turn when tuning cannot
+    reach the recall target. Over the memory budget: InputError, before anything is embedded."""
+    gpu_memory = device.gpu.memory if device.device == "gpu" and device.gpu is not None else None
+    return plan_candidates(settings.index_type, count, dim, settings.storage, settings.max_memory, gpu_memory)
 
 
-def write_index(directory: Path, vectors: np.ndarray, meta: pa.Table, provenance: Provenance, plan: IndexPlan,
-                settings: IndexSettings = IndexSettings(), rejects: list[dict] | None = None) -> Manifest:
-    """Write a whole index version as `plan` says and return its manifest. `vectors` are the raw unit
+def write_index(directory: Path, vectors: np.ndarray, meta: pa.Table, provenance: Provenance,
+                plans: list[IndexPlan], settings: IndexSettings = IndexSettings(), rejects: list[dict] | None = None,
+                device: str = "cpu") -> Manifest:
+    """Write a whole index version with the first of `plans` that reaches the recall target (plan_index),
+    on `device` (resolve_device's), and return its manifest. `vectors` are the raw unit
     vectors, one per row of `meta` (at least `doc_id`, `lang`, `text`, `source`). With
     `settings.language_neutral` and two or more languages with enough documents to fit
     (LanguageStats.fit), FAISS holds the language-neutral vectors; the raw ones are kept beside. With
@@ -66,13 +73,13 @@ def write_index(directory: Path, vectors: np.ndarray, meta: pa.Table, provenance
         langs = np.asarray(meta.column("lang").to_pylist())
         stats = _write_language_stats(staging, vectors, langs, settings)
         searchable = vectors if stats is None else stats.neutralize(vectors, langs)
-        built = _write_faiss_index(staging, plan, searchable, settings)
+        built = _write_faiss_index(staging, plans, searchable, device)
         if settings.scoring == "margin":
             _write_neighbourhoods(staging, built, searchable, meta)
         meta = _write_metadata(staging, meta)
         _write_vectors(staging, vectors)
         _write_rejects(staging, rejects)
-        manifest = _manifest(staging, provenance, plan, built, settings, meta, langs, stats, len(rejects))
+        manifest = _manifest(staging, provenance, built, settings, meta, langs, stats, len(rejects))
         write_manifest(staging, manifest)
         publish(staging, directory)
     except OSError as exc:
@@ -93,8 +100,8 @@ def _write_language_stats(staging: Path, vectors: np.ndarray, langs: np.ndarray,
     return stats
 
 
-def _write_faiss_index(staging: Path, plan: IndexPlan, searchable: np.ndarray, settings: IndexSettings) -> BuiltIndex:
-    built = build_faiss_index(plan, searchable, resolve_device(settings.device))
+def _write_faiss_index(staging: Path, plans: list[IndexPlan], searchable: np.ndarray, device: str) -> BuiltIndex:
+    built = build_first_reaching(plans, searchable, device)
     try:
         faiss.write_index(built.index, str(staging / INDEX_FILE))
     except RuntimeError as exc:  # faiss reports a failed write (disk full, too large) this way
@@ -104,7 +111,13 @@ def _write_faiss_index(staging: Path, plan: IndexPlan, searchable: np.ndarray, s
 
 
 def _write_neighbourhoods(staging: Path, built: BuiltIndex, searchable: np.ndarray, meta: pa.Table) -> None:
+    """Each row's margin neighbourhood: exact on the GPU (1M rows in seconds there), through the tuned
+    index on the CPU (an exact scan of 1M rows would take an hour on 16 cores)."""
     doc_ids = np.asarray(meta.column("doc_id").to_pylist(), dtype=object)
+    if built.device == "gpu":
+        scores, _ = exact_neighbours(searchable, MARGIN_K, "gpu", groups=doc_ids)
+        np.save(staging / NEIGHBOURHOOD_FILE, neighbourhood_means(scores))
+        return
 
     def tuned_search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return search(built.index, queries, k, built.tuning["params"], exact_vectors=lambda rows: searchable[rows])
@@ -132,7 +145,7 @@ def _write_rejects(staging: Path, rejects: list[dict]) -> None:
             handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects)
 
 
-def _manifest(staging: Path, provenance: Provenance, plan: IndexPlan, built: BuiltIndex, settings: IndexSettings,
+def _manifest(staging: Path, provenance: Provenance, built: BuiltIndex, settings: IndexSettings,
               meta: pa.Table, langs: np.ndarray, stats: LanguageStats | None, rejected: int) -> Manifest:
     """The manifest of what staging holds, checksums and sizes of every file in it included."""
     languages = Counter(langs.tolist())
@@ -145,8 +158,10 @@ def _manifest(staging: Path, provenance: Provenance, plan: IndexPlan, built: Bui
         languages=dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
         language_neutral={"method": METHOD, "languages": stats.languages} if stats is not None else None,
         settings=settings,
-        index={"kind": plan.kind, "key": plan.key, "storage": plan.storage, "device": built.device,
-               "estimated_bytes": plan.estimated_bytes, "bytes": (staging / INDEX_FILE).stat().st_size, **built.tuning},
+        index={"kind": built.plan.kind, "key": built.plan.key, "storage": built.plan.storage, "device": built.device,
+               "estimated_bytes": built.plan.estimated_bytes, "bytes": (staging / INDEX_FILE).stat().st_size,
+               **built.tuning, "below_target": built.below_target,
+               **({"also_tried": list(built.also_tried)} if built.also_tried else {})},
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         checksums={name: file_sha256(staging / name) for name in files},
         sizes={name: (staging / name).stat().st_size for name in files},
@@ -162,17 +177,19 @@ def provenance_of(index: IndexReader, **changes) -> Provenance:
 
 
 def rewrite_index(index: IndexReader, keep: np.ndarray, vectors: np.ndarray | None = None,
-                  meta: pa.Table | None = None, rejects: list[dict] | None = None, plan: IndexPlan | None = None,
-                  provenance: Provenance | None = None) -> Manifest:
+                  meta: pa.Table | None = None, rejects: list[dict] | None = None,
+                  plans: list[IndexPlan] | None = None, provenance: Provenance | None = None,
+                  device: DeviceChoice | None = None) -> Manifest:
     """A new version of an open index: its rows where `keep` is true, then `vectors`/`meta` appended,
     and `rejects` added to its list. Nothing is re-embedded: the raw vectors are kept, and language
-    statistics are fitted again. Without `plan`, the index type is chosen for the rows it will hold."""
+    statistics are fitted again. Without `plans`, the index type is chosen for the rows it will hold."""
     all_rejects = index.rejects() + (rejects or [])
     kept_vectors = np.asarray(index.raw_vectors())[keep]
     kept_meta = index.table().filter(pa.array(keep))
     if vectors is not None:
         kept_vectors = np.vstack([kept_vectors, vectors])
         kept_meta = pa.concat_tables([kept_meta, meta.cast(kept_meta.schema)])
-    plan = plan or plan_index(index.settings, len(kept_vectors), index.dim)
-    return write_index(index.directory, kept_vectors, kept_meta, provenance or provenance_of(index), plan,
-                       settings=index.settings, rejects=all_rejects)
+    device = device or resolve_device(index.settings.device)
+    plans = plans or plan_index(index.settings, len(kept_vectors), index.dim, device)
+    return write_index(index.directory, kept_vectors, kept_meta, provenance or provenance_of(index), plans,
+                       settings=index.settings, rejects=all_rejects, device=device.device)
