@@ -9,6 +9,9 @@ from bench import RESULTS
 from bench.realistic_vectors import MIXTURE_COMPONENTS
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+# The GPU check's record (`python -m bench.gpu`, `python -m bench.gpu_index` on a borrowed GPU machine):
+# committed, since no machine that runs `make bench` has the GPU
+GPU_RECORD = DOC.parent / "gpu-check"
 
 INTRO = """# Benchmarks
 
@@ -142,6 +145,40 @@ def targets(loaded: dict) -> str:
     return "\n".join(lines)
 
 
+def gpu_section() -> str:
+    """The GPU check's tables, from each recorded run in GPU_RECORD (NAME-gpu.json and NAME-index.json)."""
+    parts = []
+    for check in sorted(GPU_RECORD.glob("*-gpu.json")):
+        data = json.loads(check.read_text())
+        card = data["card"]
+        parts.append(f"""
+## GPU check: {card['name']} ({check.name.split('-gpu.json')[0]})
+
+`python -m bench.gpu` on one {card['name']} (compute capability {card['capability']}, {card['memory_gb']} GB) and
+{data['cores']} CPU cores of the same machine, faiss-gpu {data['faiss']} ({card['faiss_code']}), through
+shared/gpu-kit's cuBLAS 12 to 13 forwarding; {data['count']:,} x {data['dim']} vectors {data['vectors']}.
+Builds include tuning (on the CPU, where queries run); p50 is one query on the CPU at the tuned depth.
+`auto` picks {data['auto']['with_gpu']} with this GPU and {data['auto']['cpu_only']} without.
+
+| step | device | seconds | detail |
+|---|---|---|---|""")
+        for row in data["rows"][1:]:
+            seconds = row.get("build_s", row.get("seconds", ""))
+            detail = ", ".join(f"{key} {value}" for key, value in row.items() if key not in ("step", "device", "build_s", "seconds"))
+            parts.append(f"| {row['step']} | {row['device']} | {seconds} | {detail} |")
+        index_record = check.with_name(check.name.replace("-gpu.json", "-index.json"))
+        if index_record.exists():
+            parts.append("\n`python -m bench.gpu_index`: `xlsearch index` of vectors already embedded, end to end through "
+                         "the index writer (language statistics, plan, build and tuning, margin neighbourhoods, Parquet, "
+                         "vectors, checksums, publish), `auto` on each device:\n\n| vectors | device | index | recall@10 | seconds |\n|---|---|---|---|---|")
+            for run in json.loads(index_record.read_text())["runs"]:
+                built = run.get("index", {})
+                seconds = run["seconds"] if run["seconds"] is not None else f"> {run['cut_off_after_s']}"
+                seconds = f"{seconds} ({run['note']})" if run.get("note") else seconds
+                parts.append(f"| {run['count']:,} | {run['device']} | {built.get('key', '-')} | {built.get('recall@10', '-')} | {seconds} |")
+    return "\n".join(parts)
+
+
 def main() -> None:
     loaded = {name: json.loads((RESULTS / f"{name}.json").read_text())
               for name in ("vector_realism", "index_types", "million", "cold_query", "pipeline", "concurrency") if (RESULTS / f"{name}.json").exists()}
@@ -187,6 +224,7 @@ index --no-cache` embeds, reads, maps, chunks and writes the index (its own in-p
             for r in block["results"]:
                 parts.append(f"| {block['delay_s'] * 1000:.0f} ms | {r['concurrency']} | {r['docs_per_s']} | {r['speedup']}x |")
     parts.append(targets(loaded))
+    parts.append(gpu_section())
     DOC.write_text("\n".join(parts).rstrip() + "\n", encoding="utf-8")
     print(f"wrote {DOC}")
 

@@ -5,12 +5,10 @@ pairs), on the GPU when resolve_device chose it.
 On the GPU, faiss's brute-force k-NN (knn_gpu): the rows stay in host memory, and faiss moves them through
 the GPU in shards when they exceed VECTORS_SHARE of its memory (the queries in blocks likewise), merging
 the shards' results on the host. With `half`, the matrix products read fp16 rows and accumulate in fp32:
-half the memory and about half the time (issue 14, 1M x 384 on an H200: 9.4 s against 21.6 s). On 1M x
-384 vectors of the shipped mixture, with inputs rounded to fp16 as the GPU reads them (measured on the
-CPU), the 5 nearest rows agreed with fp32's for 99.7% of neighbours, and a row's mean cosine to them moved
-by at most 6e-5 (mean 1.2e-5): nothing a margin ranking can see, so exact_neighbours defaults to fp16.
-Exact search for queries defaults to fp32: its answers are shown, or are the truth recall is measured
-against. `python -m bench.gpu` measures both precisions on the GPU.
+half the memory. Measured by `python -m bench.gpu` on an H200 (1M x 384, k=5, faiss-gpu 1.15.1 through
+shared/gpu-kit's cuBLAS forwarding): fp32 22.96 s, fp16 34.87 s, with 99.72% of fp16's neighbours the
+fp32 ones and no row's mean cosine moved by more than 7e-5. fp16 was slower there, so both functions
+default to fp32; `half` is for vectors that would not fit the GPU's memory otherwise.
 
 faiss selects at most GPU_MAX_K neighbours on the GPU. A deeper search (the rows of a document with more
 than GPU_MAX_K - k chunks, whose own chunks must be looked past) runs on the CPU (faiss.knn, any k), for
@@ -45,7 +43,7 @@ def exact_search(queries: np.ndarray, base: np.ndarray, k: int, device: str = "c
 
 
 def exact_neighbours(vectors: np.ndarray, k: int, device: str = "cpu", groups: np.ndarray | None = None,
-                     half: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                     half: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k nearest rows among those of other groups, best first, as (scores, rows), -inf and -1
     where fewer exist. `groups` labels each row (a document's chunks overlap it and must not count as its
     neighbours); None: each row is its own group, so only itself is skipped. `half` applies on the GPU.
