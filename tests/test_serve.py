@@ -8,15 +8,14 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from xlsearch.evaluation.dedup_eval import write_tatoeba_mix
-from tests.conftest import DEMO_CORPUS, ROOT, build_index, free_port, wait_for_http
+from testkit.servers import free_port, serving
+from tests.conftest import DEMO_CORPUS, ROOT, build_index
 
 # they start processes: the real command, servers
 pytestmark = pytest.mark.processes
@@ -25,24 +24,16 @@ WEATHER_QUERY = "今天天气真好，适合出去散步"
 CHROMIUM = "/usr/bin/chromium"
 
 
-@contextmanager
-def serving(index_dir: Path) -> Iterator[str]:
+def serving_index(index_dir: Path):
     """`xlsearch serve` on a free loopback port, until the block ends; yields its base URL."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "xlsearch", "serve", "--index", str(index_dir), "--port", str(port)],
-                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(base + "/health", process)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    return serving([sys.executable, "-m", "xlsearch", "serve", "--index", str(index_dir), "--port", str(port)], port,
+                   cwd=ROOT)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with serving(build_index(DEMO_CORPUS, tmp_path_factory.mktemp("serve") / "index")) as base:
+    with serving_index(build_index(DEMO_CORPUS, tmp_path_factory.mktemp("serve") / "index")) as base:
         yield base
 
 
@@ -133,7 +124,7 @@ def test_concurrent_requests_all_get_their_own_answers(server):
 def test_serving_a_tatoeba_index(tmp_path, tatoeba):
     # the mix the applications tests index, so its sentences come from the embedding cache
     corpus = write_tatoeba_mix(tatoeba, "cmn-eng", tmp_path / "mix.jsonl", lines=300, copies=20)
-    with serving(build_index(corpus, tmp_path / "index")) as base:
+    with serving_index(build_index(corpus, tmp_path / "index")) as base:
         status, health = get(base + "/health")
         assert status == 200 and health["documents"] == 420 and set(health["languages"]) == {"en", "zh"}
         status, body = get(search_url(base, q="The teacher said that the earth is round.", k=1, lang="zh"))
