@@ -15,7 +15,7 @@ from xlsearch.engine.embedders.spec import EmbedderSpec
 from xlsearch.engine.store import reader as store
 from xlsearch.engine.store.writer import Provenance, plan_index, write_index
 from xlsearch.engine.errors import InputError
-from xlsearch.engine.ann.faiss_index import build_faiss_index, gpu_count, per_query_recall, recall_bound, search, tune
+from xlsearch.engine.ann.faiss_index import build_faiss_index, resolve_device, gpu_count, per_query_recall, recall_bound, search, tune
 from xlsearch.engine.store.settings import IndexSettings
 from xlsearch.engine.ann.index_types import choose_plan, parse_bytes, plan_for
 
@@ -97,7 +97,7 @@ def synthetic_index(directory, settings: IndexSettings, count: int = 6_000) -> n
     provenance = Provenance(embedder=EmbedderSpec(backend="local", model="synthetic"), model="synthetic", family="generic",
                             prompts={"query": "{text}", "document": "{text}"}, corpora=["synthetic"],
                             chunking={"size": 512, "overlap": 64, "unit": "characters"}, skipped={})
-    write_index(directory, vectors, meta, provenance, plan_index(settings, count, vectors.shape[1]), settings=settings)
+    write_index(directory, vectors, meta, provenance, plan_index(settings, count, vectors.shape[1], resolve_device(settings.device)), settings=settings)
     return vectors
 
 
