@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 from xlsearch.engine.ann.index_types import IndexPlan
 from xlsearch.engine.embedders.base import Embedder
 from xlsearch.engine.embedders.spec import EmbedderSpec
+from xlsearch.engine.errors import XLSearchError
 from xlsearch.engine.search import Hit, Searcher
 from xlsearch.engine.store.manifest import Manifest
-from xlsearch.engine.store.reader import IndexReader
+from xlsearch.engine.store.reader import IndexReader, published_identity
 from xlsearch.engine.store.settings import IndexSettings
 
 if TYPE_CHECKING:  # the build pipeline and its readers are imported by a build only: a query never needs them
@@ -37,6 +38,7 @@ class Index:
         self.embedder_spec = (embedder or EmbedderSpec()).completed_by(reader.manifest.embedder)
         self._embedder: Embedder | None = None
         self._searcher: Searcher | None = None
+        self._refused: tuple[int, int] | None = None  # a published version refresh() could not open
 
     @classmethod
     def open(cls, path: str | Path, embedder: EmbedderSpec | None = None) -> Index:
@@ -54,6 +56,7 @@ class Index:
         chunk_size: int | None = None,
         chunk_overlap: int | None = None,
         strict: bool = False,
+        max_rejects: int | None = None,
         append: bool = False,
         progress: Progress | None = None,
         on_plan: Callable[[IndexPlan], None] | None = None,
@@ -63,7 +66,8 @@ class Index:
         """Embed `corpora` (files, directories, hf:NAME[:CONFIG][:SPLIT]) into a new version of the index
         at `path`; with `append`, add them to the index there (an id seen again replaces its document).
         Long documents become chunks of `chunk_size` characters (default: the model's input limit)
-        overlapping by `chunk_overlap`. `on_embedder` sees the embedder once it exists (progress displays read its counters); `on_plan` the
+        overlapping by `chunk_overlap`. Inputs the servers refuse are left out and listed; more than
+        `max_rejects` (default: none with `strict`, else no limit) stop the build. `on_embedder` sees the embedder once it exists (progress displays read its counters); `on_plan` the
         index plan and `on_notice` a line worth telling (why a GPU is left unused), both before any embedding."""
         from xlsearch.indexer.mapper import FieldMap
         from xlsearch.indexer.pipeline import build_index
@@ -77,13 +81,13 @@ class Index:
             window = max(64, 2 * spec.batch_size * spec.concurrency)
             return build_index([str(c) for c in corpora], Path(path), made, spec, fields or FieldMap(), window=window,
                                progress=progress, settings=settings, chunk_size=chunk_size, chunk_overlap=chunk_overlap, strict=strict, append=append,
-                               on_plan=on_plan, on_notice=on_notice)
+                               on_plan=on_plan, on_notice=on_notice, max_rejects=max_rejects)
         finally:
             made.close()
 
     def append(self, corpora: Sequence[str | Path], **options) -> BuildResult:
         """Add `corpora` with this index's model and settings; the index then serves the new version."""
-        result = Index.build(corpora, self.reader.directory, self.embedder_spec, append=True, **options)
+        result = Index.build(corpora, self.reader.target, self.embedder_spec, append=True, **options)
         self._reopen()
         return result
 
@@ -91,15 +95,22 @@ class Index:
         """Remove these documents (all their chunks), re-embedding nothing."""
         from xlsearch.engine.store.updates import delete_documents
 
-        manifest, removed, missing = delete_documents(self.reader.directory, list(ids))
+        manifest, removed, missing = delete_documents(self.reader.target, list(ids))
         self._reopen()
         return Deletion(manifest, removed, missing)
 
     def verify(self) -> list[str]:
         """Everything an index can be checked for, checksums included; an empty list when it is whole."""
+        return Index.check(self.reader.target)
+
+    @staticmethod
+    def check(path: str | Path) -> list[str]:
+        """`verify` for an index that may not open (a damaged one): its files are checked before anything
+        is parsed, and each problem names its file. Raises only when there is no index (no directory,
+        no readable manifest)."""
         from xlsearch.engine.store.verify import verify_index
 
-        return verify_index(self.reader.directory)
+        return verify_index(Path(path))
 
     @property
     def info(self) -> Manifest:
@@ -107,7 +118,7 @@ class Index:
 
     @property
     def path(self) -> Path:
-        return self.reader.directory
+        return self.reader.target
 
     @property
     def embedder(self) -> Embedder:
@@ -137,9 +148,32 @@ class Index:
                                        query_lang=query_lang)
         return results[0] if single else results
 
+    def refresh(self) -> bool:
+        """Switch to the version now published at this index's path, if it is another one; True when it
+        did. The switch is whole: a searcher or reader taken before it keeps answering from the version
+        it was taken from. A version that cannot be opened (damaged, another model) raises once and is
+        then passed over, the current one still serving, until another version is published."""
+        now = published_identity(self.reader.target)
+        if now is None or now in (self.reader.identity, self._refused):
+            return False
+        try:
+            reader = IndexReader(self.reader.target)
+            if self._embedder is not None:
+                reader.check_compatible(self._embedder)
+        except XLSearchError:
+            self._refused = now
+            raise
+        self._switch(reader)
+        return True
+
     def _reopen(self) -> None:
-        self.reader = IndexReader(self.reader.directory)
-        self._searcher = None
+        self._switch(IndexReader(self.reader.target))
+
+    def _switch(self, reader: IndexReader) -> None:
+        # the searcher first: a thread reading `searcher` meanwhile gets the old one or the new one, never
+        # a searcher of one version over the reader of another
+        self._searcher = Searcher(reader, self._embedder) if self._embedder is not None else None
+        self.reader = reader
 
     def close(self) -> None:
         if self._embedder is not None:

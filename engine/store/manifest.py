@@ -97,14 +97,10 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_manifest(directory: Path) -> Manifest:
-    path = directory / MANIFEST_FILE
-    if not directory.is_dir():
-        raise InputError("no such index directory", field="index", value=directory)
-    if not path.is_file():
-        raise InputError(f"not an xlsearch index (no {MANIFEST_FILE})", field="index", value=directory)
+def parse_manifest(data: bytes, path: Path) -> Manifest:
+    """The manifest in `data`, read from `path` (named in errors)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: unreadable manifest: {exc}") from None
     version = data.get("format_version") if isinstance(data, dict) else None
@@ -117,7 +113,7 @@ def read_manifest(directory: Path) -> Manifest:
         )
     try:
         return Manifest.from_dict(data)
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a value of the wrong type or form
         raise IndexMismatchError(f"{path}: not a complete manifest ({type(exc).__name__}: {exc})") from None
 
 

@@ -1,5 +1,7 @@
 """How an index directory changes: only by a complete new version swapped in whole, by one writer at a
-time. A version is built in a staging directory beside the index, fsynced, then renamed into place."""
+time. A version is built in a staging directory beside the index, fsynced, then renamed into place.
+Every function here works on the index's real path: a symlink to an index is followed, never replaced,
+and its writers share one lock with those of the real path."""
 
 from __future__ import annotations
 
@@ -44,9 +46,17 @@ def _retired(target: Path) -> list[Path]:
     return sorted(target.parent.glob(f".{target.name}.old-*/{target.name}"))
 
 
+def real_path(target: Path) -> Path:
+    """`target` with every symlink resolved (it need not exist yet). The lock is named after this path and
+    a publish renames this directory: named after the link, a writer through `alias -> real` would hold a
+    lock of its own and replace the link with a directory the real index never sees."""
+    return Path(os.path.realpath(target))
+
+
 def published(target: Path) -> Path:
-    """Where the current version of `target` is: itself, or, if a publish died between its two renames,
-    the version it had moved aside (still complete and valid)."""
+    """Where the current version of `target` is: its real path, or, while a publish is between its two
+    renames (or died there), the version it moved aside (still complete and valid)."""
+    target = real_path(target)
     if not target.exists():
         survivors = _retired(target)
         if survivors:
@@ -66,7 +76,8 @@ def _recover(target: Path) -> None:
 
 @contextmanager
 def writer_lock(target: Path) -> Iterator[None]:
-    """Hold the index's writer lock (`.<name>.lock` beside it), or fail at once naming the holder."""
+    """Hold the index's writer lock (`.<name>.lock` beside its real path), or fail at once naming the holder."""
+    target = real_path(target)
     path = target.parent / f".{target.name}.lock"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +104,7 @@ def writer_lock(target: Path) -> Iterator[None]:
 
 
 def new_staging(target: Path) -> Path:
+    target = real_path(target)
     return Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
 
 

@@ -1,0 +1,137 @@
+"""Index versions under a live reader, in-process: a reader answers from its version whole whatever is
+published meanwhile, switches whole when asked (refresh), opens without failing while a writer publishes
+in a loop, and a symlink to an index shares the real path's writer lock."""
+
+import json
+import os
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+from testkit.indexes import publish_copy, write_jsonl
+from tests.conftest import DEMO_CORPUS
+from xlsearch import Index, IndexSettings
+from xlsearch.engine.errors import IndexMismatchError
+from xlsearch.engine.search import Searcher
+from xlsearch.engine.store.publish import IndexBusyError, writer_lock
+from xlsearch.engine.store.reader import IndexReader
+from xlsearch.engine.store.verify import verify_index
+
+WEATHER_QUERY = "weather walk park"
+DEMO_ROWS = [json.loads(line) for line in (DEMO_CORPUS / "demo.jsonl").read_text(encoding="utf-8").splitlines()]
+A_ROWS, B_ROWS = DEMO_ROWS[:160], DEMO_ROWS[160:240]  # 20 and 10 documents in each of 8 languages
+# approximate (HNSW): a language filter is answered by an exact scan of the raw vectors, which is where an
+# old reader used to read the newest version's vectors.npy by path
+HNSW = IndexSettings(index_type="hnsw")
+
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory):
+    """Two versions of an index, A (160 documents) and B (another 80), each built once."""
+    root = tmp_path_factory.mktemp("versions")
+    built = {}
+    for name, rows in (("A", A_ROWS), ("B", B_ROWS)):
+        Index.build([write_jsonl(root / f"{name}.jsonl", rows)], root / name, settings=HNSW)
+        built[name] = root / name
+    return built
+
+
+
+def ids(hits) -> list[str]:
+    return [h.id for h in hits]
+
+
+def test_a_reader_answers_from_its_version_whole_until_it_switches_whole(versions, tmp_path):
+    path = tmp_path / "index"
+    shutil.copytree(versions["A"], path)
+    index = Index.open(path)
+    before = index.search(WEATHER_QUERY, k=5, lang="ja")
+    before_all = index.search(WEATHER_QUERY, k=5)
+    version_a = index.reader.version
+    publish_copy(versions["B"], path)  # the directory it was opened from is moved aside and removed
+    assert not any(p.name.startswith(".index.old-") for p in tmp_path.iterdir())
+    after = index.search(WEATHER_QUERY, k=5, lang="ja")
+    assert ids(after) == ids(before) and [h.score for h in after] == pytest.approx([h.score for h in before])
+    assert ids(index.search(WEATHER_QUERY, k=5)) == ids(before_all)
+    assert index.reader.vectors(np.array([0])).shape == (1, 384)  # its own vectors, still readable
+
+    assert index.refresh() is True and index.refresh() is False
+    assert index.reader.version != version_a and index.info.documents == 80
+    b_ids = {r["id"] for r in B_ROWS}
+    switched = index.search(WEATHER_QUERY, k=5, lang="ja")
+    assert {h.lang for h in switched} == {"ja"} and set(ids(switched)) <= b_ids
+    fresh = Searcher(IndexReader(versions["B"]), index.embedder).search([WEATHER_QUERY], k=5, langs="ja")[0]
+    assert ids(switched) == ids(fresh)
+
+
+def test_a_version_that_cannot_be_opened_is_refused_once_and_the_current_one_kept(versions, tmp_path):
+    path = tmp_path / "index"
+    shutil.copytree(versions["A"], path)
+    index = Index.open(path)
+    version_a = index.reader.version
+    damaged = tmp_path / "damaged"
+    shutil.copytree(versions["B"], damaged)
+    with open(damaged / "neighbourhood.npy", "r+b") as handle:
+        handle.seek(200)
+        handle.write(b"\xff" * 8)
+    publish_copy(damaged, path)
+    with pytest.raises(IndexMismatchError, match="neighbourhood.npy: sha256 .* the file is damaged"):
+        index.refresh()
+    assert index.refresh() is False and index.reader.version == version_a  # passed over, not tried again
+    assert index.search(WEATHER_QUERY, k=3)
+    publish_copy(versions["B"], path)
+    assert index.refresh() is True and index.info.documents == 80
+
+
+def test_opening_while_a_writer_publishes_in_a_loop_never_fails_or_mixes(versions, tmp_path):
+    path = tmp_path / "index"
+    shutil.copytree(versions["A"], path)
+    expected = {IndexReader(versions[name]).version: count for name, count in (("A", 160), ("B", 80))}
+    stop = threading.Event()
+    published = []
+
+    def writer() -> None:
+        while not stop.is_set():
+            publish_copy(versions["B" if len(published) % 2 == 0 else "A"], path)
+            published.append(1)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    opens, failures = 0, []
+    try:
+        while len(published) < 40 or opens + len(failures) < 40:  # whichever thread the machine favours
+            try:
+                reader = IndexReader(path)
+            except Exception as exc:  # any failure at all is what this test counts
+                failures.append(f"{type(exc).__name__}: {exc}")
+                continue
+            opens += 1
+            # whole: the manifest, FAISS, the metadata and the vectors of one and the same version
+            assert expected[reader.version] == len(reader) == reader.index.ntotal == len(reader.column("doc_id"))
+            assert reader.raw_vectors().shape == (len(reader), 384)
+            if opens % 10 == 0:
+                assert verify_index(path) == []
+    finally:
+        stop.set()
+        thread.join()
+    assert not failures, failures[:5]
+    print(f"{opens} opens across {len(published)} publishes")
+
+
+def test_a_symlink_to_an_index_shares_its_lock_and_stays_a_link(versions, tmp_path):
+    real = tmp_path / "real"
+    shutil.copytree(versions["B"], real)
+    alias = tmp_path / "alias"
+    alias.symlink_to(real)
+    victim = B_ROWS[0]["id"]
+    with writer_lock(real):
+        with pytest.raises(IndexBusyError, match=f'"pid": {os.getpid()}'):
+            Index.open(alias).delete([victim])
+    deletion = Index.open(alias).delete([victim])
+    assert deletion.removed == [victim]
+    assert alias.is_symlink() and Index.open(real).info.documents == 79
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".real.lock", "alias", "real"]
+
