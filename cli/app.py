@@ -287,7 +287,7 @@ def verify(index_dir: IndexDir, fmt: Format = "table") -> None:
     from xlsearch import Index
 
     check_format(fmt, ("table", "json"))
-    problems = Index.open(index_dir).verify()
+    problems = Index.check(index_dir)  # not opened first: opening a damaged index stops at its first problem
     if fmt == "json":
         render.print_json({"index": str(index_dir), "ok": not problems, "problems": problems})
     elif problems:
