@@ -8,9 +8,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from xlsearch.engine.embedders.base import Embedder
+from xlsearch.engine.errors import InputError
 from xlsearch.engine.languages import normalize_lang, parse_lang_list
 from xlsearch.engine.ranking.neighbourhoods import RERANK_DEPTH, margin_scores
 from xlsearch.engine.store.reader import IndexReader
+from xlsearch.engine.text import is_blank
 
 HIT_COLUMNS = ["doc_id", "lang", "text", "source", "chunk", "chunks", "start", "end", "extra"]
 
@@ -37,6 +39,15 @@ class Hit:
         return {**{k: v for k, v in data.items() if k != "extra"}, **data["extra"]}
 
 
+def check_queries(queries: list[str]) -> None:
+    """A query that shows nothing (empty, spaces, zero-width characters) would rank every document
+    arbitrarily: refuse it, naming which."""
+    for position, query in enumerate(queries):
+        if is_blank(query):
+            which = "the query" if len(queries) == 1 else f"query {position + 1} of {len(queries)}"
+            raise InputError(f"{which} is empty")
+
+
 class Searcher:
     """Ranks an index's documents for query texts (embedded by `embedder`) or for vectors already in the
     index's space (no embedder needed)."""
@@ -48,8 +59,14 @@ class Searcher:
         self.embedder = embedder
 
     def language_rows(self, langs: list[str]) -> np.ndarray | None:
+        """The rows in `langs`; asking only for languages the index has none of is the user's error (an
+        empty answer would not say why)."""
         if not langs:
             return None
+        if not set(langs) & set(self.index.manifest.languages):
+            held = ", ".join(self.index.manifest.languages)
+            raise InputError(f"the index has no documents in {', '.join(langs)} (it has {held})", field="lang",
+                             value=",".join(langs))
         return np.flatnonzero(np.isin(self.index.column("lang"), langs))
 
     def search(
@@ -57,8 +74,15 @@ class Searcher:
     ) -> list[list[Hit]]:
         """The k best documents for each query, best first. On a language-neutral index the query's
         language is `query_lang` or, when not given, its nearest language centroid."""
-        vectors = self.query_vectors(self.embedder.embed_queries(queries), query_lang)
-        return self.search_vectors(vectors, k, parse_lang_list(langs))
+        check_queries(queries)
+        return self.rank(self.embedder.embed_queries(queries), k, langs, query_lang)
+
+    def rank(self, raw: np.ndarray, k: int = 10, langs: str | list[str] | None = None,
+             query_lang: str | None = None) -> list[list[Hit]]:
+        """`search` for queries already embedded by the index's model (a server embeds the queries of
+        many requests together, then ranks each request's own)."""
+        langs = parse_lang_list(langs)
+        return self.search_vectors(self.query_vectors(raw, query_lang), k, langs)
 
     def query_vectors(self, raw: np.ndarray, query_lang: str | None = None) -> np.ndarray:
         """Raw query vectors in the form the index holds."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from xlsearch.engine.errors import InputError
 from xlsearch.engine.languages import detect_lang, normalize_lang
+from xlsearch.engine.text import is_blank
 from xlsearch.indexer.documents import Document, Record
 
 
@@ -54,7 +55,7 @@ def map_records(records: Iterable[Record], fields: FieldMap, report: MappingRepo
             text = ""
         if not isinstance(text, str):
             raise InputError(f"{record.where}: field {fields.text_field!r} must be text, got {type(text).__name__}")
-        if not text.strip():
+        if is_blank(text):  # zero-width characters included: they embed as if they said something
             report.skipped["empty text"] += 1
             continue
         raw_id = record.fields.get(fields.id_field)

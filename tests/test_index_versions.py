@@ -1,6 +1,7 @@
 """Index versions under a live reader, in-process: a reader answers from its version whole whatever is
 published meanwhile, switches whole when asked (refresh), opens without failing while a writer publishes
-in a loop, and a symlink to an index shares the real path's writer lock."""
+in a loop, and a symlink to an index shares the real path's writer lock. And queries that cannot be
+answered: empty ones, languages the index has none of."""
 
 import json
 import os
@@ -9,11 +10,13 @@ import threading
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from testkit.indexes import publish_copy, write_jsonl
 from tests.conftest import DEMO_CORPUS
 from xlsearch import Index, IndexSettings
-from xlsearch.engine.errors import IndexMismatchError
+from xlsearch.cli.app import app
+from xlsearch.engine.errors import IndexMismatchError, InputError
 from xlsearch.engine.search import Searcher
 from xlsearch.engine.store.publish import IndexBusyError, writer_lock
 from xlsearch.engine.store.reader import IndexReader
@@ -135,3 +138,20 @@ def test_a_symlink_to_an_index_shares_its_lock_and_stays_a_link(versions, tmp_pa
     assert alias.is_symlink() and Index.open(real).info.documents == 79
     assert sorted(p.name for p in tmp_path.iterdir()) == [".real.lock", "alias", "real"]
 
+
+def test_empty_queries_and_languages_the_index_lacks_are_input_errors(versions):
+    index = Index.open(versions["B"])
+    for query in ("", "   ", "\u200b\u2060"):
+        with pytest.raises(InputError, match="^the query is empty$"):
+            index.search(query)
+    with pytest.raises(InputError, match="^query 2 of 2 is empty$"):
+        index.search(["weather", "\u200b"])
+    with pytest.raises(InputError) as absent:
+        index.search("weather", lang="ar")
+    assert absent.value.field == "lang" and "the index has no documents in ar (it has " in str(absent.value)
+    runner = CliRunner()
+    for args, line in ((["query", ""], "error: the query is empty"),
+                       (["query", "weather", "--lang", "ar"], "error: --lang 'ar': the index has no documents in ar")):
+        result = runner.invoke(app, [*args, "--index", str(versions["B"])], catch_exceptions=False)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith(line), result.output

@@ -52,6 +52,17 @@ def corpus_files(path: Path) -> list[Path]:
     return [path]
 
 
+def source_name(path: Path) -> str:
+    """How a file is named in ids (`source:row`) and hits: its real path, relative to the working
+    directory when inside it. The same file gets the same name however it was spelled (relative,
+    absolute, through `..` or a symlink), so appending it again replaces its documents."""
+    real = path.resolve()
+    try:
+        return str(real.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(real)
+
+
 def read_records(corpus: str) -> Iterator[Record]:
     """Every record of one corpus argument: a file, a directory or `hf:NAME[:CONFIG][:SPLIT]`."""
     if corpus.startswith(HF_PREFIX):
@@ -59,7 +70,7 @@ def read_records(corpus: str) -> Iterator[Record]:
         return
     root = Path(corpus)
     for path in corpus_files(root):
-        source = str(path)
+        source = source_name(path)
         if path.stat().st_size == 0:
             raise InputError(f"{source}: empty file")
         try:

@@ -15,7 +15,7 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long documents are normal i
 def read_delimited(path: Path, source: str) -> Iterator[Record]:
     """CSV, or TSV by extension; the first line names the fields."""
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with open_text(path, newline="") as handle:
+    with open_text(path, source, newline="") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         try:
             for row, fields in enumerate(reader, start=2):

@@ -11,7 +11,7 @@ from xlsearch.indexer.readers.text import open_text
 
 def read_json(path: Path, source: str) -> Iterator[Record]:
     """A JSON array of objects, or an object holding one under `data`/`documents`/`rows`."""
-    with open_text(path) as handle:
+    with open_text(path, source) as handle:
         try:
             value = json.load(handle)
         except ValueError as exc:

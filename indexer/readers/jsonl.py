@@ -10,7 +10,7 @@ from xlsearch.indexer.readers.text import open_text
 
 
 def read_jsonl(path: Path, source: str) -> Iterator[Record]:
-    with open_text(path) as handle:
+    with open_text(path, source) as handle:
         for row, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
