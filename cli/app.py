@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from xlsearch.cli import render
+from xlsearch.cli import guard, render
 from xlsearch.cli.progress import progress_bar
 from xlsearch.engine.errors import InputError, XLSearchError
 
@@ -475,6 +475,9 @@ def cluster(
     render.show(render.clusters_table(described, f"{len(described)} clusters of {len(result.documents)} documents", caption))
 
 
+SERVE_PANEL = "Limits and access"
+
+
 @app.command()
 @fails_cleanly
 @with_embedder
@@ -482,19 +485,55 @@ def serve(
     index_dir: IndexDir,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    serve_key: Annotated[Optional[str], typer.Option(
+        envvar="XLSEARCH_SERVE_KEY", rich_help_panel=SERVE_PANEL,
+        help="Key clients send as `Authorization: Bearer KEY`; required when --host is not loopback.")] = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", rich_help_panel=SERVE_PANEL,
+                                          help="Serve a host other than loopback without a key.")] = False,
+    allowed_host: Annotated[Optional[list[str]], typer.Option(
+        rich_help_panel=SERVE_PANEL, help="A name clients reach the server by, checked in the Host header "
+                                          "(IP addresses and localhost always pass); repeat for more.")] = None,
+    cors_origin: Annotated[Optional[list[str]], typer.Option(
+        rich_help_panel=SERVE_PANEL, help="An origin whose pages may call the API, e.g. https://app.example "
+                                          "(CORS; none by default); repeat for more.")] = None,
+    max_query_chars: Annotated[int, typer.Option(min=1, rich_help_panel=SERVE_PANEL,
+                                                 help="Longest query, in characters (longer: 422).")] = guard.MAX_QUERY_CHARS,
+    max_batch: Annotated[int, typer.Option(min=1, rich_help_panel=SERVE_PANEL,
+                                           help="Most queries in one POST /search (more: 422).")] = guard.MAX_BATCH,
+    max_body_bytes: Annotated[Optional[int], typer.Option(
+        min=1, rich_help_panel=SERVE_PANEL,
+        help="Largest request body (larger: 413); default: what --max-batch queries at --max-query-chars take.")] = None,
+    deadline: Annotated[float, typer.Option(min=0.1, rich_help_panel=SERVE_PANEL,
+                                            help="Seconds a search may take, waiting included (later: 503).")] = guard.DEADLINE_S,
     embedder=None,
 ) -> None:
     """An HTTP JSON API over one index (GET/POST /search, GET /docs/{id}, /health), a page to try queries
-    at /, and OpenAPI docs at /api-docs. The index is loaded once."""
+    at /, and OpenAPI docs at /api-docs. A version published while it runs is served from the next
+    request on (or at once on SIGHUP); SIGTERM answers the requests in flight, then exits."""
+    import signal
+    import threading
+
     import uvicorn
 
     from xlsearch import Index
     from xlsearch.cli.web import create_app
 
+    access = guard.Access(host=host, key=serve_key, no_auth=no_auth, allowed_hosts=tuple(allowed_host or ()),
+                          cors_origins=tuple(cors_origin or ()))
+    access.check()
+    limits = guard.Limits(max_query_chars=max_query_chars, max_batch=max_batch, deadline=deadline,
+                          max_body_bytes=max_body_bytes)
     with Index.open(index_dir, embedder) as opened:
-        opened.embedder  # made now: a server whose model cannot load fails before it listens
-        typer.echo(f"serving {index_dir} on http://{host}:{port} (API docs at /api-docs)", err=True)
-        uvicorn.run(create_app(opened), host=host, port=port, log_level="warning")
+        # made now: a server whose model cannot load fails before it listens; a query cut to fit is told
+        opened.embedder.listen(warn)
+        web = create_app(opened, limits, access, on_notice=lambda line: typer.echo(line, err=True))
+        # a thread: the handler runs on the event loop's thread, which must not wait for an index to open
+        signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=web.state.switch, daemon=True).start())
+        typer.echo(f"serving {index_dir} (version {opened.reader.version}) on http://{host}:{port} "
+                   "(API docs at /api-docs)", err=True)
+        # uvicorn waits for requests in flight on SIGTERM: each is answered by its deadline at the latest
+        uvicorn.run(web, host=host, port=port, log_level="warning", timeout_graceful_shutdown=int(deadline) + 1,
+                    h11_max_incomplete_event_size=limits.request_line_bytes)
 
 
 def main() -> None:

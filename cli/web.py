@@ -1,32 +1,57 @@
-"""`xlsearch serve`: the engine behind an HTTP JSON API, an interface layer like the CLI. One index,
-loaded once, answers every request; FastAPI writes the OpenAPI description and serves it at /api-docs."""
+"""`xlsearch serve`: the engine behind an HTTP JSON API, an interface layer like the CLI. FastAPI writes the
+OpenAPI description and serves it at /api-docs. Every answer is whole from one index version: a search
+takes the version published when it starts, and the first request after a publish switches to the new one
+(SIGHUP switches at once). Requests are bounded (cli.guard's Limits) and guarded (Host, key, CORS)."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads the handlers' annotations, which name this server's
+# limits and its batch model (local to create_app), and a string annotation would be looked up globally.
+import asyncio
+import logging
 import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from importlib.resources import files
-from typing import Annotated, Optional
+from typing import Annotated, Optional, TypeVar
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
+from xlsearch.cli.batching import QueryBatcher
+from xlsearch.cli.guard import Access, Guard, Limits
 from xlsearch.engine.apps.documents import read_document
-from xlsearch.engine.errors import InputError, XLSearchError
+from xlsearch.engine.errors import IndexMismatchError, InputError, XLSearchError
+from xlsearch.engine.languages import normalize_lang, parse_lang_list
+from xlsearch.engine.search import Searcher, check_queries
 from xlsearch.index import Index
 
 MAX_K = 100
-MAX_BATCH = 64
 PAGE = files("xlsearch.cli") / "static" / "search.html"
+VERSION_HEADER = "X-Index-Version"  # on every search answer: which version answered it
+log = logging.getLogger("uvicorn.error")  # uvicorn's: configured by uvicorn.run, shown at its level
+
+T = TypeVar("T")
 
 
-class SearchBatch(BaseModel):
-    queries: list[str] = Field(min_length=1, max_length=MAX_BATCH, description="Queries, in any languages.")
-    k: int = Field(10, ge=1, le=MAX_K, description="Hits per query.")
-    lang: Optional[str] = Field(None, description="Only these languages, e.g. ja,en.")
-    query_lang: Optional[str] = Field(None, description="The queries' language (else detected).")
+class DeadlinePassed(Exception):
+    """A request was not answered within its deadline."""
+
+
+def search_batch_model(limits: Limits) -> type[BaseModel]:
+    """POST /search's body, with this server's limits (in the OpenAPI description too)."""
+    query = Annotated[str, Field(max_length=limits.max_query_chars)]
+    return create_model(
+        "SearchBatch",
+        queries=(list[query], Field(min_length=1, max_length=limits.max_batch, description="Queries, in any languages.")),
+        k=(int, Field(10, ge=1, le=MAX_K, description="Hits per query.")),
+        lang=(Optional[str], Field(None, description="Only these languages, e.g. ja,en.")),
+        query_lang=(Optional[str], Field(None, description="The queries' language (else detected).")),
+    )
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -42,13 +67,47 @@ def validation_message(exc: RequestValidationError) -> str:
     return "; ".join(problems)
 
 
-def create_app(served: Index) -> FastAPI:
+def create_app(served: Index, limits: Limits = Limits(), access: Access = Access(),
+               on_notice: Callable[[str], None] = log.warning) -> FastAPI:
+    """The API over `served`, whose embedder is made (and checked) by the caller. `on_notice` hears when
+    a new version is served or cannot be."""
+    batcher = QueryBatcher(served.embedder.embed_queries, limits.max_batch)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        batcher.close()  # after the requests in flight are answered (uvicorn drains them first)
+
     app = FastAPI(title="xlsearch", description="Cross-lingual semantic search over one index.",
-                  docs_url="/api-docs", redoc_url=None, swagger_ui_oauth2_redirect_url=None)
-    # FastAPI runs these handlers on a thread pool; the embedder, its cache connection and the index's
-    # lazily read columns are shared, so one request at a time goes through them.
-    engine_lock = threading.Lock()
-    index = served.reader
+                  docs_url="/api-docs", redoc_url=None, swagger_ui_oauth2_redirect_url=None, lifespan=lifespan)
+    app.add_middleware(Guard, access=access, max_body=limits.body_bytes)
+    if access.cors_origins:  # outermost: preflights and refusals carry the CORS headers too
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(access.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"], expose_headers=[VERSION_HEADER])
+    switching = threading.Lock()  # one thread opens a new version; the others wait for it, then use it
+    SearchBatch = search_batch_model(limits)
+
+    def current() -> Searcher:
+        """The searcher of the version published now: a request uses this one throughout."""
+        with switching:
+            before = served.reader.version
+            try:
+                if served.refresh():
+                    on_notice(f"serving version {served.reader.version} ({served.info.created}) of {served.path}, "
+                              f"{served.info.documents} documents; was {before}")
+            except XLSearchError as exc:
+                on_notice(f"still serving version {before}: the one published since cannot be: {exc}")
+            return served.searcher
+
+    app.state.switch = current  # SIGHUP's: switch now rather than at the next request
+
+    async def within(deadline: float, work: Awaitable[T]) -> T:
+        try:
+            return await asyncio.wait_for(work, timeout=max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise DeadlinePassed from None
 
     @app.exception_handler(RequestValidationError)
     def invalid_request(_request, exc: RequestValidationError) -> JSONResponse:
@@ -57,14 +116,36 @@ def create_app(served: Index) -> FastAPI:
 
     @app.exception_handler(XLSearchError)
     def engine_error(_request, exc: XLSearchError) -> JSONResponse:
-        status = 400 if isinstance(exc, InputError) else 500
+        # a damaged index or a model that does not fit it is the server's problem, not the request's
+        status = 400 if isinstance(exc, InputError) and not isinstance(exc, IndexMismatchError) else 500
         return JSONResponse({"error": str(exc), **({"field": exc.field} if exc.field else {})}, status_code=status)
 
-    def run(queries: list[str], k: int, lang: str | None, query_lang: str | None) -> list[dict]:
-        if not all(q.strip() for q in queries):
-            raise InputError("a query is empty")
-        with engine_lock:
-            results = served.search(queries, k=k, lang=lang, query_lang=query_lang)
+    @app.exception_handler(DeadlinePassed)
+    def deadline_passed(_request, _exc: DeadlinePassed) -> JSONResponse:
+        return JSONResponse({"error": f"not answered within the server's deadline of {limits.deadline:g} s: it is "
+                                      "busy, try again"}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(HTTPException)
+    def http_error(_request, exc: HTTPException) -> JSONResponse:  # unknown paths, wrong methods
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    def internal_error(_request, exc: Exception) -> JSONResponse:
+        # uvicorn logs the traceback too: the client gets one line, the operator the whole story
+        return error(500, f"internal error ({type(exc).__name__}); the server's log has the details")
+
+    async def run(queries: list[str], k: int, lang: str | None, query_lang: str | None,
+                  response: Response) -> list[dict]:
+        deadline = time.monotonic() + limits.deadline
+        check_queries(queries)  # refused before any embedding, as are unknown languages
+        langs = parse_lang_list(lang)
+        if query_lang is not None:
+            normalize_lang(query_lang)
+        searcher = await within(deadline, run_in_threadpool(current))
+        future = batcher.submit(queries)
+        raw = await within(deadline, asyncio.wrap_future(future))  # a timeout cancels the future: never embedded
+        results = await within(deadline, run_in_threadpool(searcher.rank, raw, k, langs, query_lang))
+        response.headers[VERSION_HEADER] = searcher.index.version
         return [{"query": q, "hits": [hit.to_dict() for hit in hits]} for q, hits in zip(queries, results)]
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -72,30 +153,34 @@ def create_app(served: Index) -> FastAPI:
         return PAGE.read_text(encoding="utf-8")
 
     @app.get("/health")
-    def health() -> dict:
-        manifest = served.info
-        return {"status": "ok", "index": str(served.path), "documents": manifest.documents,
-                "languages": manifest.languages, "model": manifest.model}
+    def health(request: Request) -> dict:
+        """Up, and (with the key, when the server has one) which version it serves."""
+        if not request.state.authorized:
+            return {"status": "ok"}
+        reader = current().index
+        manifest = reader.manifest
+        return {"status": "ok", "index": str(served.path), "version": reader.version, "created": manifest.created,
+                "documents": manifest.documents, "languages": manifest.languages, "model": manifest.model}
 
     @app.get("/search")
-    def search(
-        q: Annotated[str, Query(min_length=1, description="The query, in any language.")],
+    async def search(
+        response: Response,
+        q: Annotated[str, Query(min_length=1, max_length=limits.max_query_chars, description="The query, in any language.")],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="Hits.")] = 10,
         lang: Annotated[Optional[str], Query(description="Only these languages, e.g. ja,en.")] = None,
         query_lang: Annotated[Optional[str], Query(description="The query's language (else detected).")] = None,
     ) -> dict:
-        return run([q], k, lang, query_lang)[0]
+        return (await run([q], k, lang, query_lang, response))[0]
 
     @app.post("/search")
-    def search_batch(batch: SearchBatch) -> dict:
-        return {"results": run(batch.queries, batch.k, batch.lang, batch.query_lang)}
+    async def search_batch(batch: SearchBatch, response: Response) -> dict:
+        return {"results": await run(batch.queries, batch.k, batch.lang, batch.query_lang, response)}
 
     @app.get("/docs/{doc_id:path}")
     def document(doc_id: str) -> dict:
-        with engine_lock:
-            try:
-                return read_document(index, doc_id)
-            except InputError:
-                return error(404, f"no document with id {doc_id!r}")
+        try:
+            return read_document(current().index, doc_id)
+        except InputError:
+            return error(404, f"no document with id {doc_id!r}")
 
     return app

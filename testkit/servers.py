@@ -35,17 +35,25 @@ def wait_for_http(url: str, process: subprocess.Popen, seconds: float = 60) -> N
 
 
 @contextmanager
-def serving(command: list[str], port: int, health: str = "/health", **popen) -> Iterator[str]:
+def started(command: list[str], port: int, health: str = "/health", **popen) -> Iterator[tuple[str, subprocess.Popen]]:
     """`command` (a server listening on `port` of 127.0.0.1) until the block ends; yields its base URL
-    once `health` answers."""
+    once `health` answers, and the process (for signals, and its stderr, a pipe)."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **popen)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(base + health, process)
-        yield base
+        yield base, process
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        if process.poll() is None:
+            process.terminate()
+        process.wait(timeout=30)
+
+
+@contextmanager
+def serving(command: list[str], port: int, health: str = "/health", **popen) -> Iterator[str]:
+    """`started`, for a caller that needs only the base URL."""
+    with started(command, port, health, **popen) as (base, _process):
+        yield base
 
 
 @contextmanager
