@@ -1,7 +1,7 @@
 """`make bench`: every benchmark, its figures printed as tables and written to bench/results/*.json.
 `--quick` runs small sizes as a smoke test (CI runs it; its timings mean nothing).
 
-    python -m bench [--quick] [--only vector_realism,index_types,million,cold_query,pipeline,concurrency]"""
+    python -m bench [--quick] [--only vector_realism,index_types,million,cold_query,pipeline,concurrency,serve_load]"""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rich.table import Table
 
 from bench import RESULTS
 
-BENCHMARKS = ("vector_realism", "index_types", "million", "cold_query", "pipeline", "concurrency")
+BENCHMARKS = ("vector_realism", "index_types", "million", "cold_query", "pipeline", "concurrency", "serve_load")
 console = Console(width=250)  # wide tables stay whole in a log or a pipe
 REAL_VECTORS = 100_000  # real embeddings: the 100k x 384 set itself, and what the larger sets are fitted to
 REAL_VECTORS_QUICK = 1_500
@@ -102,13 +102,22 @@ def concurrency(quick: bool) -> list[dict]:
     return report
 
 
+def serve_load(quick: bool) -> list[dict]:
+    from bench import serve_load as bench
+
+    rows = bench.run((1, 4) if quick else (1, 16, 64), 12 if quick else 400)
+    table("xlsearch serve: concurrent clients, distinct queries, with and without publishes under them", rows, list(rows[0]))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
-    runners = {"vector_realism": vector_realism, "index_types": index_types, "million": million, "cold_query": cold_query, "pipeline": pipeline, "concurrency": concurrency}
+    runners = {"vector_realism": vector_realism, "index_types": index_types, "million": million, "cold_query": cold_query, "pipeline": pipeline, "concurrency": concurrency,
+               "serve_load": serve_load}
     for name in args.only.split(","):
         if name not in runners:
             parser.error(f"--only {name!r}: expected some of {', '.join(BENCHMARKS)}")
