@@ -19,8 +19,10 @@ $(INSTALLED): pyproject.toml
 index: $(INSTALLED)
 	$(BIN)/xlsearch index corpora/demo --index indexes/demo
 
+# Two workers, a test file each at a time (its module fixtures built once): on 2 cores shared with other
+# busy processes the suite gets twice the share of the machine (docs in README, Layout: tests)
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # The in-process tier: real model, files and FAISS, no subprocess (store, search, ranking, library)
 test-fast: $(INSTALLED)
