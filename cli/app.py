@@ -49,6 +49,9 @@ EMBEDDER_OPTIONS = [
         ("max_retries", int, 5, typer.Option(min=0, rich_help_panel=BACKEND_PANEL,
                                               help="Tries after the first on 429, 5xx, timeouts, resets.")),
         ("timeout", float, 120.0, typer.Option(min=0.1, rich_help_panel=BACKEND_PANEL, help="Seconds one request may take.")),
+        ("max_outage", float, 600.0, typer.Option(
+            min=0, rich_help_panel=BACKEND_PANEL,
+            help="Seconds a job waits for an embedding server to come back while none takes work (default: 10 minutes).")),
         ("no_cache", bool, False, typer.Option("--no-cache", rich_help_panel=BACKEND_PANEL,
                                                help="Do not read or write the embedding cache.")),
     ]
@@ -98,6 +101,11 @@ def with_embedder(command):
     return wrapper
 
 
+def warn(line: str) -> None:
+    """What the engine tells while it works (a query cut to fit, a server down), one line on stderr."""
+    typer.echo(f"warning: {line}", err=True)
+
+
 def check_format(fmt: str, allowed: tuple[str, ...] = render.FORMATS) -> str:
     if fmt not in allowed:
         raise typer.BadParameter(f"{fmt!r}: expected one of {', '.join(allowed)}", param_hint="--format")
@@ -115,7 +123,8 @@ def index(
     lang_field: Annotated[str, typer.Option(help="Field holding the language code.")] = "lang",
     lang: Annotated[Optional[str], typer.Option(help="Language of records that carry none (else detected).")] = None,
     strict: Annotated[bool, typer.Option(help="Stop at the first input a server refuses, instead of skipping it.")] = False,
-    chunk_size: Annotated[Optional[int], typer.Option(min=16, help="Characters per chunk of a long document (default: the model's token limit).")] = None,
+    max_rejects: Annotated[Optional[int], typer.Option(min=0, help="Inputs a server may refuse (left out, listed in rejects.jsonl) before the build stops with exit 1 (default: 0 with --strict, else no limit).")] = None,
+    chunk_size: Annotated[Optional[int], typer.Option(min=16, help="Characters per chunk of a long document (default: what always fits the model's and its servers' input limit).")] = None,
     chunk_overlap: Annotated[Optional[int], typer.Option(min=0, help="Characters shared by consecutive chunks (default: an eighth of a chunk).")] = None,
     language_neutral: Annotated[bool, typer.Option(help="Rank by meaning across languages (indexes of 2+ languages).")] = True,
     scoring: Annotated[str, typer.Option(help="margin (cosine relative to both sides' nearest neighbours) or cosine.")] = "margin",
@@ -139,7 +148,7 @@ def index(
     started = time.perf_counter()
     with progress_bar("embedding") as progress:
         result = Index.build(corpus, index_dir, embedder, fields=fields, settings=settings, chunk_size=chunk_size,
-                             chunk_overlap=chunk_overlap, strict=strict, append=append, progress=progress,
+                             chunk_overlap=chunk_overlap, strict=strict, max_rejects=max_rejects, append=append, progress=progress,
                              on_plan=lambda plan: typer.echo(f"Index plan: {plan.describe()}", err=True),
                              on_notice=lambda line: typer.echo(f"note: {line}", err=True),
                              on_embedder=lambda made: progress.show_stats(lambda: made.stats))
@@ -149,6 +158,7 @@ def index(
         "indexed": manifest.documents,
         "vectors": manifest.count,
         "rejected": len(result.rejects),
+        "failed_servers": result.failed_servers,  # url -> its first error; each was rested and tried again
         "embedded": result.embedded,  # None without the cache: all were embedded
         "from_cache": result.from_cache,
         "skipped": dict(report.skipped),
@@ -162,21 +172,26 @@ def index(
         "below_target": manifest.index.get("below_target", False),
         "seconds": round(time.perf_counter() - started, 2),
     }
+    # a build that left inputs out says so in its last line, whatever the format
+    rejected = (f"Refused by the embedding server and left out: {len(result.rejects)} inputs "
+                f"(listed in {index_dir / 'rejects.jsonl'}).") if result.rejects else None
     if fmt == "json":
         render.print_json(summary)
+        if rejected:
+            typer.echo(f"warning: {rejected}", err=True)
         return
     skipped = ", ".join(f"{n} {why}" for why, n in report.skipped.items()) or "none"
     if report.invalid_utf8:
         skipped += f"; {report.invalid_utf8} with invalid UTF-8 replaced"
     langs = ", ".join(f"{k} {v}" for k, v in manifest.languages.items())
     chunks = f" as {manifest.count} chunks" if manifest.chunked else ""
-    rejected = f" Rejected by the server: {len(result.rejects)} (see {index_dir / 'rejects.jsonl'})." if result.rejects else ""
     if manifest.index.get("below_target"):
         typer.echo(f"warning: {render.below_target_line(manifest)}", err=True)
-    render.show(
-        f"Indexed {manifest.documents} documents{chunks} into {index_dir} in {summary['seconds']} s "
-        f"({manifest.model}, {manifest.dim} dims). Skipped: {skipped}.{rejected}\nLanguages: {langs}"
-    )
+    lines = [f"Indexed {manifest.documents} documents{chunks} into {index_dir} in {summary['seconds']} s "
+             f"({manifest.model}, {manifest.dim} dims). Skipped: {skipped}.", f"Languages: {langs}"]
+    if result.failed_servers:
+        lines.append("Embedding servers that failed (rested, then tried again): " + "; ".join(result.failed_servers.values()))
+    render.show("\n".join(lines + ([rejected] if rejected else [])))
 
 
 @app.command()
@@ -208,6 +223,7 @@ def query(
     else:
         texts = [text]
     with Index.open(index_dir, embedder) as opened:
+        opened.embedder.listen(warn)  # a query cut to fit, a server down
         results = opened.search(texts, k=k, lang=langs, query_lang=query_lang)
     records = [{"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(texts, results)]
     if fmt == "jsonl":
@@ -321,10 +337,12 @@ def similarity(
             if stats is None:
                 raise InputError("has no language statistics (built with `no_language_neutral` or one language)",
                                  field="index", value=index_dir)
+            opened.embedder.listen(warn)
             model, matrix = opened.embedder.model, similarity_matrix(opened.embedder, texts, stats)
     else:
         made = embedder.create()
         try:
+            made.listen(warn)
             model, matrix = made.model, similarity_matrix(made, texts)
         finally:
             made.close()
@@ -359,6 +377,7 @@ def eval_command(
     sets = load_parallel(source, [p.strip() for p in pairs.split(",") if p.strip()] if pairs else [])
     made = embedder.create()
     try:
+        made.listen(warn)
         with progress_bar("embedding", unit="sentences") as progress:
             report = evaluate(made, sets, mode, tuple(method.split(",")), tuple(scoring.split(",")), Split(fit, score), progress,
                               fit_from=load_parallel(fit_from, []) if fit_from else None)

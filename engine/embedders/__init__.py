@@ -24,7 +24,7 @@ def create_embedder(
 ) -> Embedder:
     """An embedder for a backend name, behind the embedding cache when `cache_path` is given;
     imports only what that backend needs. `server_options` tune the openai backend (batch_size,
-    concurrency, max_retries, timeout, backoff_base)."""
+    concurrency, max_retries, timeout, max_outage, backoff_base)."""
     embedder = _backend(backend, model=model, dim=dim, family=family, endpoint=endpoint, api_key=api_key,
                         server_options=server_options or {})
     if cache_path is None:

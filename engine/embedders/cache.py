@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +94,31 @@ class CachedEmbedder(Embedder):
 
     def embed_queries(self, texts: Sequence[str], task: str | None = None) -> np.ndarray:
         prompt = "query:" + self.profile.prompts(task)["query"]
+        # cut before the lookup: a query is remembered as it was embedded, and its cut is told every time
+        texts = self.inner.fit_queries(texts, task)
         return self._cached(texts, prompt, lambda batch: self.inner.embed_queries(batch, task))
+
+    def fit_queries(self, texts: Sequence[str], task: str | None = None) -> list[str]:
+        return self.inner.fit_queries(texts, task)
+
+    @property
+    def max_input_tokens(self) -> int:
+        return self.inner.max_input_tokens
+
+    @property
+    def max_input_chars(self) -> int:
+        return self.inner.max_input_chars
+
+    @property
+    def notices(self) -> list[str]:
+        return self.inner.notices
+
+    def listen(self, listener: Callable[[str], None]) -> None:
+        self.inner.listen(listener)
+
+    @property
+    def failed_servers(self) -> dict[str, str]:
+        return self.inner.failed_servers
 
     def describe(self, task: str | None = None) -> dict:
         return self.inner.describe(task)

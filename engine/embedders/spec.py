@@ -8,9 +8,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from xlsearch.engine.embedders.base import Embedder
+from xlsearch.engine.embedders.endpoints import DEFAULT_MAX_OUTAGE
 
-# Tuning of the openai backend: requests carry batch_size inputs, concurrency of them in flight
-SERVER_OPTIONS = ("batch_size", "concurrency", "max_retries", "timeout")
+# Tuning of the openai backend: requests carry batch_size inputs, concurrency of them in flight; a job
+# waits up to max_outage seconds for a server to come back when none takes work
+SERVER_OPTIONS = ("batch_size", "concurrency", "max_retries", "timeout", "max_outage")
 
 
 def _default_cache() -> Path:
@@ -33,6 +35,7 @@ class EmbedderSpec:
     concurrency: int = 4
     max_retries: int = 5
     timeout: float = 120.0
+    max_outage: float = DEFAULT_MAX_OUTAGE
 
     def create(self) -> Embedder:
         """The embedder, behind the cache when there is one; imports only what its backend needs."""
