@@ -146,7 +146,7 @@ def index(
     settings = IndexSettings(language_neutral=language_neutral, scoring=scoring, index_type=index_type, storage=storage,
                              max_memory=parse_bytes(max_memory) if max_memory else None, device=device)
     started = time.perf_counter()
-    with progress_bar("embedding") as progress:
+    with progress_bar("embedding", unit="chunks") as progress:
         result = Index.build(corpus, index_dir, embedder, fields=fields, settings=settings, chunk_size=chunk_size,
                              chunk_overlap=chunk_overlap, strict=strict, max_rejects=max_rejects, append=append, progress=progress,
                              on_plan=lambda plan: typer.echo(f"Index plan: {plan.describe()}", err=True),

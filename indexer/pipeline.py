@@ -27,7 +27,8 @@ from xlsearch.indexer.documents import Document
 from xlsearch.indexer.mapper import FieldMap, MappingReport, map_records
 from xlsearch.indexer.readers import read_records
 
-# Called with (documents embedded so far, total documents).
+# Called with (chunks embedded so far, chunks planned): a chunk, not a document, is the unit of work, so
+# that one long document moves the bar too.
 Progress = Callable[[int, int], None]
 
 
@@ -69,17 +70,16 @@ def read_documents(corpora: list[str], fields: FieldMap, report: MappingReport) 
     return map_records(chain.from_iterable(read_records(corpus) for corpus in corpora), fields, report)
 
 
-def count_chunks(corpora: list[str], fields: FieldMap, policy: ChunkPolicy) -> tuple[int, int]:
-    """(records, chunks): a first, cheap pass (no embedding) for the progress bar's total and the index
-    plan. Chunks are counted as the build will cut them; records it will skip count too (an upper bound)."""
-    records = chunks = 0
+def count_chunks(corpora: list[str], fields: FieldMap, policy: ChunkPolicy) -> int:
+    """Chunks, in a first, cheap pass (no embedding): the index plan's count and the progress bar's total.
+    Counted as the build will cut them; records it will skip count too (an upper bound)."""
+    chunks = 0
     for corpus in corpora:
         for record in read_records(corpus):
-            records += 1
             text = record.fields.get(fields.text_field)
             if isinstance(text, str) and text.strip():
                 chunks += len(chunk_spans(text, policy))
-    return records, chunks
+    return chunks
 
 
 def _meta_table(chunks: list[Chunk]) -> pa.Table:
@@ -160,7 +160,7 @@ def build_index(
                                            saved["overlap"])
         else:
             policy = ChunkPolicy.for_model(embedder.max_input_chars, chunk_size, chunk_overlap)
-        total, planned_chunks = count_chunks(corpora, fields, policy)
+        planned_chunks = count_chunks(corpora, fields, policy)
         device = resolve_device(settings.device)
         if device.notice and on_notice:
             on_notice(device.notice)
@@ -171,17 +171,23 @@ def build_index(
         chunks: list[Chunk] = []
         parts: list[np.ndarray] = []
         rejects: list[dict] = []
-        # a window of documents at a time: the reader never runs further ahead of the embedder than that
+        # a window of documents at a time: the reader never runs further ahead of the embedder than that;
+        # their chunks go to the embedder `window` at a time, so that the cache keeps (and the bar shows)
+        # the work done inside one long document too (a 5 MB document is about 11,000 chunks)
         for documents in batched(read_documents(corpora, fields, report), window):
             window_chunks = chunk_documents(documents, policy)
-            parts.append(embedder.embed_documents([c.text for c in window_chunks]))
-            chunks += window_chunks
-            rejects += _rejects(embedder, window_chunks, parts[-1])
+            window_parts = []
+            for start in range(0, len(window_chunks), window):
+                piece = window_chunks[start:start + window]
+                window_parts.append(embedder.embed_documents([c.text for c in piece]))
+                chunks += piece
+                crash_point("embedding")
+                if progress:
+                    progress(len(chunks), max(planned_chunks, len(chunks)))
+            parts += window_parts
+            rejects += _rejects(embedder, window_chunks, np.vstack(window_parts))
             if limit is not None and len(rejects) > limit:
                 raise _too_many(rejects, limit, strict)
-            crash_point("embedding")
-            if progress:
-                progress(report.indexed, max(total - sum(report.skipped.values()), report.indexed))
         if not chunks:
             skipped = sum(report.skipped.values())
             raise InputError(f"{', '.join(corpora)}: no documents to index" + (f" ({skipped} empty or duplicate skipped)" if skipped else ""))

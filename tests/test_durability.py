@@ -74,6 +74,23 @@ def test_a_killed_build_leaves_the_old_index_and_a_rerun_resumes(corpora, tmp_pa
     assert_same_index(index_dir, clean)
 
 
+def test_a_build_killed_inside_one_long_document_resumes_from_its_chunks(tmp_path):
+    # every demo sentence in one document: a few hundred chunks of at most 100 characters
+    text = "\n".join(row["text"] for row in DEMO_ROWS)
+    corpus = write_corpus(tmp_path / "long.jsonl", [{"id": "long", "lang": "en", "text": text}])
+    args = ["index", corpus, "--index", tmp_path / "index", "--chunk-size", "100", "--batch-size", "16",
+            "--concurrency", "1", "--format", "json"]
+    cache = {"XLSEARCH_CACHE_DIR": str(tmp_path / "cache")}
+    killed = xlsearch(*args, env={**cache, CRASH_ENV: "embedding"})
+    assert killed.returncode == -9, killed.stderr
+    rerun = xlsearch(*args, env=cache)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    # killed after the document's first 64 chunks: those are cached, the rest embedded now
+    assert summary["vectors"] > 200 and summary["from_cache"] == 64
+    assert summary["embedded"] + summary["from_cache"] == summary["vectors"]
+
+
 def test_a_second_writer_fails_fast_naming_the_holder(corpora, tmp_path):
     old, _ = corpora
     index_dir = tmp_path / "index"

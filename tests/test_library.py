@@ -97,10 +97,12 @@ def test_the_plan_is_chosen_once_from_the_chunk_count_and_refused_before_any_emb
     corpus = tmp_path / "long.jsonl"
     sentences = " ".join(f"Sentence number {i} says something about the weather." for i in range(60))
     corpus.write_text(json.dumps({"id": "long", "lang": "en", "text": sentences}) + "\n", encoding="utf-8")
-    plans, embedders = [], []
+    plans, embedders, steps = [], [], []
     built = Index.build([corpus], tmp_path / "index", spec, chunk_size=200, on_plan=plans.append,
-                        on_embedder=embedders.append)
+                        on_embedder=embedders.append, progress=lambda done, total: steps.append((done, total)))
     assert built.manifest.count > 10 and plans[0].estimated_bytes == built.manifest.count * 384 * 4
+    # one document, many chunks: progress counts chunks against the planned count
+    assert steps[-1] == (built.manifest.count, built.manifest.count)
     assert built.manifest.index["key"] == plans[0].key
     with pytest.raises(InputError, match="over the memory budget") as refused:
         Index.build([corpus], tmp_path / "small", spec, chunk_size=200, settings=IndexSettings(max_memory=1024),
