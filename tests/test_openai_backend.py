@@ -94,7 +94,7 @@ def test_qwen3_profile_formats_queries_with_the_instruction_and_documents_bare()
         ({"error": {"message": "input too long", "type": "BadRequestError"}}, "input too long"),
         ({"message": "batch size 64 > maximum allowed batch size 32", "code": 413, "type": "Validation"}, "batch size 64 > maximum allowed batch size 32"),
         ({"error": "Input validation error", "error_type": "Validation"}, "Input validation error"),
-        (b"<html>502 Bad Gateway</html>", "<html>502 Bad Gateway</html>"),
+        (b"<html>502 Bad Gateway</html>", "502 Bad Gateway"),
     ],
 )
 def test_error_bodies_of_sglang_vllm_and_tei_are_understood(body, message):
@@ -114,3 +114,11 @@ def test_endpoints_are_normalised():
     assert normalize_endpoint("http://h:30000/v1/") == "http://h:30000/v1"
     with pytest.raises(InputError, match="expected an http"):
         normalize_endpoint("h:30000")
+
+
+def test_an_html_error_page_becomes_one_line():
+    page = ("<html>\n<head><title>502 Bad Gateway</title></head>\n<body>\n<center><h1>502 Bad Gateway</h1></center>\n"
+            "<hr><center>nginx/1.25.3</center>\n</body>\n</html>\n")
+    assert server_message(page) == "502 Bad Gateway"
+    assert server_message(b"<p>upstream\n  connect error</p>") == "upstream connect error"
+    assert len(server_message("x" * 5000)) == 300

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import numpy as np
 
@@ -18,6 +19,20 @@ def normalize_endpoint(url: str) -> str:
     return url if url.endswith("/v1") else url + "/v1"
 
 
+# A server's message is shown in one line of an error: enough for a proxy's page title or a traceback's end
+MESSAGE_CHARS = 300
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_HTML_TAG = re.compile(r"<[^>]+>")
+
+
+def one_line(text: str) -> str:
+    """A body that is no JSON, as one line: an HTML page (a proxy's or load balancer's error page) by its
+    title, else its text without tags, whitespace collapsed, at most MESSAGE_CHARS."""
+    title = _HTML_TITLE.search(text)
+    text = title.group(1) if title else _HTML_TAG.sub(" ", text)
+    return " ".join(text.split())[:MESSAGE_CHARS]
+
+
 def server_message(body: object) -> str:
     """The human part of an error body, whichever server wrote it: SGLang's flat
     `{"object": "error", "message"}`, vLLM/OpenAI's nested `{"error": {"message"}}`, TEI's
@@ -26,7 +41,7 @@ def server_message(body: object) -> str:
         try:
             body = json.loads(body)
         except ValueError:
-            return str(body if isinstance(body, str) else body.decode("utf-8", "replace"))[:300]
+            return one_line(body if isinstance(body, str) else body.decode("utf-8", "replace"))
     if isinstance(body, dict):
         inner = body.get("error")
         if isinstance(inner, dict):
@@ -37,7 +52,7 @@ def server_message(body: object) -> str:
             return str(body["message"])
         if "detail" in body:
             return str(body["detail"])
-    return str(body)[:300]
+    return one_line(str(body))
 
 
 def decode_embedding(value: object) -> np.ndarray:
