@@ -67,8 +67,9 @@ class Index:
         at `path`; with `append`, add them to the index there (an id seen again replaces its document).
         Long documents become chunks of `chunk_size` characters (default: the model's input limit)
         overlapping by `chunk_overlap`. Inputs the servers refuse are left out and listed; more than
-        `max_rejects` (default: none with `strict`, else no limit) stop the build. `on_embedder` sees the embedder once it exists (progress displays read its counters); `on_plan` the
-        index plan and `on_notice` a line worth telling (why a GPU is left unused), both before any embedding."""
+        `max_rejects` (default: none with `strict`, else no limit) stop the build. `on_embedder` sees the
+        embedder once it exists (progress displays read its counters); `on_plan` the index plan and
+        `on_notice` a line worth telling (why a GPU is left unused), both before any embedding."""
         from xlsearch.indexer.mapper import FieldMap
         from xlsearch.indexer.pipeline import build_index
 
@@ -80,8 +81,9 @@ class Index:
             # a window of documents: enough to keep every request slot of the backend busy
             window = max(64, 2 * spec.batch_size * spec.concurrency)
             return build_index([str(c) for c in corpora], Path(path), made, spec, fields or FieldMap(), window=window,
-                               progress=progress, settings=settings, chunk_size=chunk_size, chunk_overlap=chunk_overlap, strict=strict, append=append,
-                               on_plan=on_plan, on_notice=on_notice, max_rejects=max_rejects)
+                               progress=progress, settings=settings, chunk_size=chunk_size,
+                               chunk_overlap=chunk_overlap, strict=strict, append=append, on_plan=on_plan,
+                               on_notice=on_notice, max_rejects=max_rejects)
         finally:
             made.close()
 
