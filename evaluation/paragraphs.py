@@ -185,7 +185,8 @@ def build_paragraph_set(tatoeba_dir: Path | str, languages: Iterable[str] | None
             paragraphs.append(Paragraph(f"{group}/{lang}", lang, _join(lang, lines), group))
             unique = [line for line in lines if shared[lang, line] == 1]
             if unique:
-                queries.append(Query(f"{group}/{lang}/q", lang, random.Random(f"{SEED}:{group}:{lang}").choice(unique), group))
+                line = random.Random(f"{SEED}:{group}:{lang}").choice(unique)
+                queries.append(Query(f"{group}/{lang}/q", lang, line, group))
     return ParagraphSet(paragraphs, queries)
 
 
