@@ -56,8 +56,33 @@ EMBEDDER_OPTIONS = [
                                                help="Do not read or write the embedding cache.")),
     ]
 ]
+# The rerank stage's options, one RerankSpec (with the embedding backend's --timeout and --max-retries)
+RERANK_PANEL = "Rerank"
+RERANK_OPTIONS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option])
+    for name, kind, default, option in [
+        ("rerank_endpoint", Optional[str], None, typer.Option(
+            envvar="XLSEARCH_RERANK_ENDPOINT", rich_help_panel=RERANK_PANEL,
+            help="Rerank server (SGLang or vLLM /v1/rerank, TEI /rerank): it orders the first stage's candidates.")),
+        ("rerank_model", Optional[str], None, typer.Option(rich_help_panel=RERANK_PANEL,
+                                                            help="Reranker model name, where the server wants one.")),
+        ("rerank_depth", int, 50, typer.Option(min=1, rich_help_panel=RERANK_PANEL,
+                                               help="First-stage candidates reranked per query (at least -k).")),
+        ("rerank_optional", bool, False, typer.Option(
+            "--rerank-optional", rich_help_panel=RERANK_PANEL,
+            help="When the reranker fails, answer in first-stage order (with a warning) instead of failing.")),
+        ("rerank_api_key", Optional[str], None, typer.Option(envvar="XLSEARCH_RERANK_API_KEY", rich_help_panel=RERANK_PANEL,
+                                                              help="API key for the rerank server, if it wants one.")),
+    ]
+]
+# The queries' task instruction (index, query, serve, eval)
+Task = Annotated[Optional[str], typer.Option(
+    help="The queries' task instruction (Qwen3-Embedding), or a preset: retrieval, parallel, dedup, clustering. "
+         "Stored by index; query and serve use the stored one unless given.")]
+
 # Flags whose name is not the engine's parameter name with dashes
 FLAGS = {"endpoints": "--endpoint"}
+
 
 
 def flag(field: str) -> str:
@@ -101,6 +126,29 @@ def with_embedder(command):
     return wrapper
 
 
+def with_reranker(command):
+    """Gives a command the rerank options (RERANK_OPTIONS) and hands it `reranker`: a RerankSpec, or None
+    without --rerank-endpoint. Goes under with_embedder: the reranker keeps the backend's timeout and tries."""
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != "reranker"]
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        options = {p.name: kwargs.pop(p.name) for p in RERANK_OPTIONS}
+        reranker = None
+        if options["rerank_endpoint"]:
+            from xlsearch.engine.rerank.spec import RerankSpec
+
+            spec = kwargs["embedder"]
+            reranker = RerankSpec(endpoint=options["rerank_endpoint"], model=options["rerank_model"],
+                                  depth=options["rerank_depth"], optional=options["rerank_optional"],
+                                  api_key=options["rerank_api_key"], timeout=spec.timeout,
+                                  max_retries=spec.max_retries, concurrency=spec.concurrency)
+        return command(*args, reranker=reranker, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature(own + RERANK_OPTIONS)
+    return wrapper
+
+
 def warn(line: str) -> None:
     """What the engine tells while it works (a query cut to fit, a server down), one line on stderr."""
     typer.echo(f"warning: {line}", err=True)
@@ -133,10 +181,13 @@ def index(
     max_memory: Annotated[Optional[str], typer.Option(help="Memory the index may take, e.g. 8GB (default: 80% of RAM).")] = None,
     device: Annotated[str, typer.Option(help="Where FAISS trains and adds: auto, cpu or gpu (needs faiss-gpu).")] = "auto",
     append: Annotated[bool, typer.Option(help="Add to the index instead of replacing it; a document id seen again replaces its old version.")] = False,
+    task: Task = None,
     fmt: Format = "table",
     embedder=None,
 ) -> None:
     """Embed a corpus and write an index directory."""
+    from dataclasses import replace
+
     from xlsearch import FieldMap, Index, IndexSettings
     from xlsearch.engine.ann.index_types import parse_bytes
     from xlsearch.engine.languages import normalize_lang
@@ -147,7 +198,7 @@ def index(
                              max_memory=parse_bytes(max_memory) if max_memory else None, device=device)
     started = time.perf_counter()
     with progress_bar("embedding", unit="chunks") as progress:
-        result = Index.build(corpus, index_dir, embedder, fields=fields, settings=settings, chunk_size=chunk_size,
+        result = Index.build(corpus, index_dir, replace(embedder, task=task), fields=fields, settings=settings, chunk_size=chunk_size,
                              chunk_overlap=chunk_overlap, strict=strict, max_rejects=max_rejects, append=append, progress=progress,
                              on_plan=lambda plan: typer.echo(f"Index plan: {plan.describe()}", err=True),
                              on_notice=lambda line: typer.echo(f"note: {line}", err=True),
@@ -197,6 +248,7 @@ def index(
 @app.command()
 @fails_cleanly
 @with_embedder
+@with_reranker
 def query(
     text: Annotated[Optional[str], typer.Argument(help="The query, in any language.")] = None,
     index_dir: IndexDir = Path("indexes/demo"),
@@ -204,10 +256,14 @@ def query(
     lang: Annotated[Optional[str], typer.Option(help="Only these languages, e.g. ja,en.")] = None,
     query_lang: Annotated[Optional[str], typer.Option(help="The queries' language (else detected).")] = None,
     queries: Annotated[Optional[Path], typer.Option(help="Batch: one query per line, or JSONL with a text field.")] = None,
+    task: Task = None,
     fmt: Format = "table",
     embedder=None,
+    reranker=None,
 ) -> None:
     """Search an index. Batch mode (--queries) writes one JSONL line per query."""
+    from dataclasses import replace
+
     from xlsearch import Index
     from xlsearch.engine.languages import parse_lang_list
 
@@ -222,8 +278,8 @@ def query(
         fmt = "jsonl"
     else:
         texts = [text]
-    with Index.open(index_dir, embedder) as opened:
-        opened.embedder.listen(warn)  # a query cut to fit, a server down
+    with Index.open(index_dir, replace(embedder, task=task), reranker) as opened:
+        opened.embedder.listen(warn)  # a query cut to fit, a server down, a task ignored, a reranker skipped
         results = opened.search(texts, k=k, lang=langs, query_lang=query_lang)
     records = [{"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(texts, results)]
     if fmt == "jsonl":
@@ -255,6 +311,7 @@ def info(index_dir: IndexDir, fmt: Format = "table") -> None:
         ("backend", manifest.embedder.backend + (f" ({endpoints})" if endpoints else "")),
         ("model", f"{manifest.model} ({manifest.family})"),
         ("dimension", str(manifest.dim)),
+        ("task", manifest.embedder.task or "none stored (the model's default, in the query prompt)"),
         ("query prompt", repr(manifest.prompts["query"])),
         ("document prompt", repr(manifest.prompts["document"])),
         ("index type", render.index_description(manifest)),
@@ -355,6 +412,7 @@ def similarity(
 @app.command(name="eval")
 @fails_cleanly
 @with_embedder
+@with_reranker
 def eval_command(
     source: Annotated[str, typer.Argument(help="Tatoeba directory (with --pairs), pair records (src/tgt), grouped documents, or hf:NAME:CONFIG.")],
     pairs: Annotated[Optional[str], typer.Option(help="Tatoeba pairs, e.g. cmn-eng,jpn-eng,kor-eng.")] = None,
@@ -366,22 +424,33 @@ def eval_command(
     fit_from: Annotated[Optional[str], typer.Option(help="Fit language statistics on this other data instead; every item of SOURCE is then scored.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the full report as JSON.")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Draw the language x language recall@1 matrix (PNG).")] = None,
+    task: Annotated[Optional[str], typer.Option(help="Both sides' task instruction (Qwen3-Embedding), or a preset (default: parallel).")] = None,
     fmt: Format = "table",
     embedder=None,
+    reranker=None,
 ) -> None:
     """Recall on held-out translation pairs, before and after language-neutral ranking."""
     from xlsearch.evaluation.data import load_parallel
+    from xlsearch.engine.profiles import PARALLEL_TASK, resolve_task
     from xlsearch.evaluation.runner import Split, evaluate, recall_matrix
 
     check_format(fmt, ("table", "json"))
     sets = load_parallel(source, [p.strip() for p in pairs.split(",") if p.strip()] if pairs else [])
+    given = resolve_task(task)
     made = embedder.create()
+    reranking = None
     try:
         made.listen(warn)
+        if made.profile.ignored_task(given):
+            warn(made.profile.ignored_task(given))
+        reranking = reranker.create(made.notice) if reranker else None
         with progress_bar("embedding", unit="sentences") as progress:
             report = evaluate(made, sets, mode, tuple(method.split(",")), tuple(scoring.split(",")), Split(fit, score), progress,
-                              fit_from=load_parallel(fit_from, []) if fit_from else None)
+                              fit_from=load_parallel(fit_from, []) if fit_from else None, task=given or PARALLEL_TASK,
+                              reranker=reranking)
     finally:
+        if reranking:
+            reranking.close()
         made.close()
     data = report.to_dict()
     if out:
@@ -500,6 +569,7 @@ SERVE_PANEL = "Limits and access"
 @app.command()
 @fails_cleanly
 @with_embedder
+@with_reranker
 def serve(
     index_dir: IndexDir,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -524,13 +594,16 @@ def serve(
         help="Largest request body (larger: 413); default: what --max-batch queries at --max-query-chars take.")] = None,
     deadline: Annotated[float, typer.Option(min=0.1, rich_help_panel=SERVE_PANEL,
                                             help="Seconds a search may take, waiting included (later: 503).")] = guard.DEADLINE_S,
+    task: Task = None,
     embedder=None,
+    reranker=None,
 ) -> None:
     """An HTTP JSON API over one index (GET/POST /search, GET /docs/{id}, /health), a page to try queries
     at /, and OpenAPI docs at /api-docs. A version published while it runs is served from the next
     request on (or at once on SIGHUP); SIGTERM answers the requests in flight, then exits."""
     import signal
     import threading
+    from dataclasses import replace
 
     import uvicorn
 
@@ -542,7 +615,7 @@ def serve(
     access.check()
     limits = guard.Limits(max_query_chars=max_query_chars, max_batch=max_batch, deadline=deadline,
                           max_body_bytes=max_body_bytes)
-    with Index.open(index_dir, embedder) as opened:
+    with Index.open(index_dir, replace(embedder, task=task), reranker) as opened:
         # made now: a server whose model cannot load fails before it listens; a query cut to fit is told
         opened.embedder.listen(warn)
         web = create_app(opened, limits, access, on_notice=lambda line: typer.echo(line, err=True))

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Annotated, Optional, TypeVar
 
+import numpy as np
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -27,10 +28,13 @@ from xlsearch.cli.guard import Access, Guard, Limits
 from xlsearch.engine.apps.documents import read_document
 from xlsearch.engine.errors import IndexMismatchError, InputError, XLSearchError
 from xlsearch.engine.languages import normalize_lang, parse_lang_list
+from xlsearch.engine.profiles import resolve_task
 from xlsearch.engine.search import Searcher, check_queries
 from xlsearch.index import Index
 
 MAX_K = 100
+TASK_HELP = ("The queries' task instruction (Qwen3-Embedding models), or a preset: retrieval, parallel, dedup, "
+             "clustering; default: the index's task.")
 PAGE = files("xlsearch.cli") / "static" / "search.html"
 VERSION_HEADER = "X-Index-Version"  # on every search answer: which version answered it
 log = logging.getLogger("uvicorn.error")  # uvicorn's: configured by uvicorn.run, shown at its level
@@ -51,6 +55,7 @@ def search_batch_model(limits: Limits) -> type[BaseModel]:
         k=(int, Field(10, ge=1, le=MAX_K, description="Hits per query.")),
         lang=(Optional[str], Field(None, description="Only these languages, e.g. ja,en.")),
         query_lang=(Optional[str], Field(None, description="The queries' language (else detected).")),
+        task=(Optional[query], Field(None, description=TASK_HELP)),
     )
 
 
@@ -71,7 +76,16 @@ def create_app(served: Index, limits: Limits = Limits(), access: Access = Access
                on_notice: Callable[[str], None] = log.warning) -> FastAPI:
     """The API over `served`, whose embedder is made (and checked) by the caller. `on_notice` hears when
     a new version is served or cannot be."""
-    batcher = QueryBatcher(served.embedder.embed_queries, limits.max_batch)
+    def embed_for_tasks(tasked: list[tuple[str | None, str]]) -> np.ndarray:
+        """The batcher's texts are (task, query) pairs, requests of several tasks waiting together: one
+        embedder call per task, rows in the pairs' order."""
+        rows = np.zeros((len(tasked), served.embedder.dim), dtype=np.float32)
+        for task in dict.fromkeys(task for task, _ in tasked):
+            positions = [i for i, (t, _) in enumerate(tasked) if t == task]
+            rows[positions] = served.embedder.embed_queries([tasked[i][1] for i in positions], task)
+        return rows
+
+    batcher = QueryBatcher(embed_for_tasks, limits.max_batch)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -134,17 +148,18 @@ def create_app(served: Index, limits: Limits = Limits(), access: Access = Access
         # uvicorn logs the traceback too: the client gets one line, the operator the whole story
         return error(500, f"internal error ({type(exc).__name__}); the server's log has the details")
 
-    async def run(queries: list[str], k: int, lang: str | None, query_lang: str | None,
+    async def run(queries: list[str], k: int, lang: str | None, query_lang: str | None, task: str | None,
                   response: Response) -> list[dict]:
         deadline = time.monotonic() + limits.deadline
         check_queries(queries)  # refused before any embedding, as are unknown languages
         langs = parse_lang_list(lang)
         if query_lang is not None:
             normalize_lang(query_lang)
+        task = resolve_task(task) or served.task
         searcher = await within(deadline, run_in_threadpool(current))
-        future = batcher.submit(queries)
+        future = batcher.submit([(task, query) for query in queries])
         raw = await within(deadline, asyncio.wrap_future(future))  # a timeout cancels the future: never embedded
-        results = await within(deadline, run_in_threadpool(searcher.rank, raw, k, langs, query_lang))
+        results = await within(deadline, run_in_threadpool(searcher.rank, raw, k, langs, query_lang, queries, task))
         response.headers[VERSION_HEADER] = searcher.index.version
         return [{"query": q, "hits": [hit.to_dict() for hit in hits]} for q, hits in zip(queries, results)]
 
@@ -169,12 +184,13 @@ def create_app(served: Index, limits: Limits = Limits(), access: Access = Access
         k: Annotated[int, Query(ge=1, le=MAX_K, description="Hits.")] = 10,
         lang: Annotated[Optional[str], Query(description="Only these languages, e.g. ja,en.")] = None,
         query_lang: Annotated[Optional[str], Query(description="The query's language (else detected).")] = None,
+        task: Annotated[Optional[str], Query(max_length=limits.max_query_chars, description=TASK_HELP)] = None,
     ) -> dict:
-        return (await run([q], k, lang, query_lang, response))[0]
+        return (await run([q], k, lang, query_lang, task, response))[0]
 
     @app.post("/search")
     async def search_batch(batch: SearchBatch, response: Response) -> dict:
-        return {"results": await run(batch.queries, batch.k, batch.lang, batch.query_lang, response)}
+        return {"results": await run(batch.queries, batch.k, batch.lang, batch.query_lang, batch.task, response)}
 
     @app.get("/docs/{doc_id:path}")
     def document(doc_id: str) -> dict:

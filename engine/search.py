@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,13 +15,17 @@ from xlsearch.engine.ranking.neighbourhoods import RERANK_DEPTH, margin_scores
 from xlsearch.engine.store.reader import IndexReader
 from xlsearch.engine.text import is_blank
 
+if TYPE_CHECKING:  # a search without a reranker imports nothing of it
+    from xlsearch.engine.rerank.stage import Reranker
+
 HIT_COLUMNS = ["doc_id", "lang", "text", "source", "chunk", "chunks", "start", "end", "extra"]
 
 
 @dataclass
 class Hit:
     rank: int
-    score: float  # what the ranking sorts by: the ratio margin, or the cosine on an index ranked by cosine
+    score: float  # what the ranking sorts by: the ratio margin, or the cosine on an index ranked by cosine;
+    # the reranker's score for a reranked hit
     id: str
     lang: str
     text: str
@@ -29,13 +34,16 @@ class Hit:
     chunk: int | None = None  # for a document split into chunks: the best chunk, shown as `text`
     span: tuple[int, int] | None = None  # that chunk's characters in the document
     cosine: float | None = None  # the cosine behind a margin score
+    first_stage_score: float | None = None  # a reranked hit's score and rank before the reranker
+    first_stage_rank: int | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
         if self.chunk is None:
             del data["chunk"], data["span"]
-        if self.cosine is None:
-            del data["cosine"]
+        for name in ("cosine", "first_stage_score", "first_stage_rank"):
+            if data[name] is None:
+                del data[name]
         return {**{k: v for k, v in data.items() if k != "extra"}, **data["extra"]}
 
 
@@ -49,14 +57,18 @@ def check_queries(queries: list[str]) -> None:
 
 
 class Searcher:
-    """Ranks an index's documents for query texts (embedded by `embedder`) or for vectors already in the
-    index's space (no embedder needed)."""
+    """Ranks an index's documents for query texts (embedded by `embedder`, for `task`: None is the model's
+    default) or for vectors already in the index's space (no embedder needed); a `reranker` orders the
+    first stage's candidates of query texts."""
 
-    def __init__(self, index: IndexReader, embedder: Embedder | None = None) -> None:
+    def __init__(self, index: IndexReader, embedder: Embedder | None = None, task: str | None = None,
+                 reranker: Reranker | None = None) -> None:
         if embedder is not None:
             index.check_compatible(embedder)
         self.index = index
         self.embedder = embedder
+        self.task = task
+        self.reranker = reranker
 
     def language_rows(self, langs: list[str]) -> np.ndarray | None:
         """The rows in `langs`; asking only for languages the index has none of is the user's error (an
@@ -70,19 +82,29 @@ class Searcher:
         return np.flatnonzero(np.isin(self.index.column("lang"), langs))
 
     def search(
-        self, queries: list[str], k: int = 10, langs: str | list[str] | None = None, query_lang: str | None = None
+        self, queries: list[str], k: int = 10, langs: str | list[str] | None = None, query_lang: str | None = None,
+        task: str | None = None,
     ) -> list[list[Hit]]:
         """The k best documents for each query, best first. On a language-neutral index the query's
-        language is `query_lang` or, when not given, its nearest language centroid."""
+        language is `query_lang` or, when not given, its nearest language centroid. `task` replaces the
+        searcher's own for these queries."""
         check_queries(queries)
-        return self.rank(self.embedder.embed_queries(queries), k, langs, query_lang)
+        task = task or self.task
+        return self.rank(self.embedder.embed_queries(queries, task), k, langs, query_lang, queries, task)
 
     def rank(self, raw: np.ndarray, k: int = 10, langs: str | list[str] | None = None,
-             query_lang: str | None = None) -> list[list[Hit]]:
+             query_lang: str | None = None, queries: list[str] | None = None,
+             task: str | None = None) -> list[list[Hit]]:
         """`search` for queries already embedded by the index's model (a server embeds the queries of
-        many requests together, then ranks each request's own)."""
+        many requests together, then ranks each request's own). With a reranker and the `queries`' texts,
+        the first stage fetches the reranker's depth of candidates (k at least) and the reranker orders
+        them, instructed with `task`."""
         langs = parse_lang_list(langs)
-        return self.search_vectors(self.query_vectors(raw, query_lang), k, langs)
+        vectors = self.query_vectors(raw, query_lang)
+        if self.reranker is None or queries is None:
+            return self.search_vectors(vectors, k, langs)
+        candidates = self.search_vectors(vectors, max(k, self.reranker.depth), langs)
+        return self.reranker.rerank(queries, candidates, k, task)
 
     def query_vectors(self, raw: np.ndarray, query_lang: str | None = None) -> np.ndarray:
         """Raw query vectors in the form the index holds."""

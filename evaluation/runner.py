@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
@@ -16,6 +17,9 @@ from xlsearch.engine.ranking.margin import MARGIN_K, neighbourhood, ratio_margin
 from xlsearch.evaluation.metrics import KS, DirectionScores, direction_scores, first_right_rank
 from xlsearch.engine.ranking.neutral import METHOD, LanguageStats
 from xlsearch.engine.profiles import PARALLEL_TASK
+
+if TYPE_CHECKING:
+    from xlsearch.engine.rerank.stage import Reranker
 
 # monolingual: one pool of every language, but each query's answer is its paraphrase in its own language
 MODES = ("pairwise", "pooled", "monolingual")
@@ -50,10 +54,11 @@ class Configuration:
     method: str
     scoring: str
     directions: dict[str, DirectionScores] = field(default_factory=dict)
+    reranked: bool = False  # the first stage's best candidates ordered by a reranker
 
     @property
     def name(self) -> str:
-        return f"{self.method}+{self.scoring}"
+        return f"{self.method}+{self.scoring}" + ("+rerank" if self.reranked else "")
 
     def summary(self) -> dict:
         recall1 = {d: s.recall[1] for d, s in self.directions.items()}
@@ -68,7 +73,7 @@ class Configuration:
         }
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "scoring": self.scoring, **self.summary(),
+        return {"method": self.method, "scoring": self.scoring, "reranked": self.reranked, **self.summary(),
                 "directions": {d: s.to_dict() for d, s in self.directions.items()}}
 
 
@@ -115,10 +120,14 @@ def _ranked(queries: np.ndarray, candidates: np.ndarray, margin: bool, same_pool
 def _score_block(
     queries: list[Sentence], candidates: list[Sentence], q_vecs: np.ndarray, c_vecs: np.ndarray,
     margin: bool, same_pool: bool, into: dict[str, DirectionScores], monolingual: bool = False,
+    rerank: Callable[[list[Sentence], list[Sentence], np.ndarray], np.ndarray] | None = None,
 ) -> None:
     """All directions whose queries are `queries` and whose answers are among `candidates`; with
-    `monolingual`, only the direction from each query's language to itself."""
+    `monolingual`, only the direction from each query's language to itself; with `rerank`, the candidate
+    rows as it re-orders them."""
     ranked = _ranked(q_vecs, c_vecs, margin, same_pool)
+    if rerank is not None:
+        ranked = rerank(queries, candidates, ranked)
     by_key: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))  # key -> lang -> rows
     by_text_lang: dict[tuple[str, str], list[int]] = defaultdict(list)
     for j, c in enumerate(candidates):
@@ -155,9 +164,13 @@ def evaluate(
     split: Split = Split(),
     progress: Callable[[int, int], None] | None = None,
     fit_from: list[ParallelSet] | None = None,
+    task: str = PARALLEL_TASK,
+    reranker: Reranker | None = None,
 ) -> Report:
     """Scores `sets` under each method and scoring. Language statistics come from each set's first
-    `split.fit` items, or, with `fit_from`, from other data altogether (then every item is scored)."""
+    `split.fit` items, or, with `fit_from`, from other data altogether (then every item is scored). Both
+    sides are embedded as queries of `task`. With `reranker`, each configuration is scored again with its
+    candidates re-ordered by it (`+rerank`)."""
     if mode not in MODES:
         raise InputError(f"expected one of {', '.join(MODES)}", field="mode", value=mode)
     for value, allowed, name in ((methods, METHODS, "method"), (scorings, SCORINGS, "scoring")):
@@ -179,7 +192,7 @@ def evaluate(
     vectors = {}
     for start in range(0, len(texts), 256):
         batch = texts[start : start + 256]
-        vectors.update(zip(batch, embedder.embed_queries(batch, task=PARALLEL_TASK)))
+        vectors.update(zip(batch, embedder.embed_queries(batch, task=task)))
         if progress:
             progress(min(start + 256, len(texts)), len(texts))
 
@@ -191,23 +204,41 @@ def evaluate(
         raise InputError("neutral ranking needs held-out sentences of two or more languages to fit on (`fit`)")
     blocks = _blocks(score_sets, mode)
     configurations = []
+    rerank = _reranking(reranker, task) if reranker is not None else None
     for method in methods:
         for scoring in scorings:
-            config = Configuration(method, scoring)
-            for queries, candidates, same_pool in blocks:
-                q_vecs, c_vecs = matrix(queries), matrix(candidates)
-                if method == "neutral":
-                    q_vecs = stats.neutralize(q_vecs, [s.lang for s in queries])
-                    c_vecs = q_vecs if same_pool else stats.neutralize(c_vecs, [s.lang for s in candidates])
-                _score_block(queries, candidates, q_vecs, c_vecs, scoring == "margin", same_pool, config.directions,
-                             monolingual=mode == "monolingual")
-            configurations.append(config)
+            for reranked in (False, True) if rerank else (False,):
+                config = Configuration(method, scoring, reranked=reranked)
+                for queries, candidates, same_pool in blocks:
+                    q_vecs, c_vecs = matrix(queries), matrix(candidates)
+                    if method == "neutral":
+                        q_vecs = stats.neutralize(q_vecs, [s.lang for s in queries])
+                        c_vecs = q_vecs if same_pool else stats.neutralize(c_vecs, [s.lang for s in candidates])
+                    _score_block(queries, candidates, q_vecs, c_vecs, scoring == "margin", same_pool, config.directions,
+                                 monolingual=mode == "monolingual", rerank=rerank if reranked else None)
+                configurations.append(config)
     scored = [s for score in score_sets for s in score]
     accuracy = None
     if stats is not None:
         detected = stats.detect(matrix(scored))
         accuracy = round(float(np.mean([d == s.lang for d, s in zip(detected, scored)])), 4)
     return Report(mode, embedder.model, [info for _, _, info in parts], configurations, accuracy)
+
+
+def _reranking(reranker: Reranker, task: str) -> Callable[[list[Sentence], list[Sentence], np.ndarray], np.ndarray]:
+    """Candidate rows re-ordered by `reranker`: each query's first `depth` of them (DEPTH at most, the
+    depth every configuration is scored within), instructed with `task`; unchanged when an optional
+    reranker fails."""
+    def rerank(queries: list[Sentence], candidates: list[Sentence], ranked: np.ndarray) -> np.ndarray:
+        depth = min(reranker.depth, ranked.shape[1])
+        heads = ranked[:, :depth]
+        scores = reranker.scores([q.text for q in queries], [[candidates[j].text for j in row] for row in heads], task)
+        if scores is None:
+            return ranked
+        order = np.argsort(-np.asarray(scores), axis=1, kind="stable")
+        return np.hstack([np.take_along_axis(heads, order, axis=1), ranked[:, depth:]])
+
+    return rerank
 
 
 def _blocks(score_sets: list[list[Sentence]], mode: str) -> list[tuple[list[Sentence], list[Sentence], bool]]:

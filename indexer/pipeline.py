@@ -203,7 +203,7 @@ def build_index(
             manifest = rewrite_index(existing, ~replaced, vectors, _meta_table(chunks), rejects=rejects, plans=plans,
                                      provenance=provenance, device=device)
         else:
-            described = embedder.describe()
+            described = embedder.describe(spec.task)  # the query prompt as the index's task makes it
             provenance = Provenance(
                 embedder=spec.resolved(embedder), model=embedder.model, family=embedder.profile.family,
                 prompts=described["prompts"], corpora=corpora, skipped=dict(report.skipped),

@@ -29,6 +29,9 @@ class EmbedderSpec:
     dim: int | None = None  # a Matryoshka cut; None: the model's own dimension
     family: str | None = None  # the model family when its name does not tell (qwen3-embedding, e5, ...)
     endpoints: tuple[str, ...] = ()  # server URLs (openai backend); several share the work
+    # the queries' task instruction (instruction models: Qwen3-Embedding); None: the model's default.
+    # Documents carry none, so one index serves queries of any task
+    task: str | None = None
     api_key: str | None = field(default=None, repr=False)  # never written to disk
     cache: Path | None = field(default_factory=_default_cache)  # the embedding cache; None: no cache
     batch_size: int = 32
@@ -58,7 +61,7 @@ class EmbedderSpec:
     def to_manifest(self) -> dict:
         """What an index records: everything but the key (a secret) and the cache (a path of this machine)."""
         return {"backend": self.backend, "model": self.model, "dim": self.dim, "family": self.family,
-                "endpoints": list(self.endpoints), **{name: getattr(self, name) for name in SERVER_OPTIONS}}
+                "endpoints": list(self.endpoints), "task": self.task, **{name: getattr(self, name) for name in SERVER_OPTIONS}}
 
     @classmethod
     def from_manifest(cls, saved: dict, **local) -> EmbedderSpec:
@@ -67,7 +70,7 @@ class EmbedderSpec:
 
     def completed_by(self, built: EmbedderSpec) -> EmbedderSpec:
         """This spec, with what it leaves open taken from the spec an index was built with: the same
-        model, dimension and servers, unless another backend was asked for."""
+        model, dimension and servers, unless another backend was asked for, and the same task."""
         backend = self.backend or built.backend
         same_backend = backend == built.backend
         return replace(
@@ -77,4 +80,5 @@ class EmbedderSpec:
             dim=self.dim or built.dim,
             family=self.family or (built.family if same_backend else None),
             endpoints=self.endpoints or (built.endpoints if same_backend else ()),
+            task=self.task or built.task,
         )
