@@ -164,8 +164,9 @@ def check_format(fmt: str, allowed: tuple[str, ...] = render.FORMATS) -> str:
 @fails_cleanly
 @with_embedder
 def index(
-    corpus: Annotated[list[str], typer.Argument(help="Files, directories or hf:NAME[:CONFIG][:SPLIT].")],
-    index_dir: IndexDir,
+    corpus: Annotated[Optional[list[str]], typer.Argument(help="Files, directories or hf:NAME[:CONFIG][:SPLIT].")] = None,
+    index_dir: IndexDir = ...,
+    embeddings: Annotated[Optional[Path], typer.Option(help="Build from embedding shards instead of a corpus, embedding nothing: `xlsearch embed`'s directory, or Parquet files with id, text and vector (then --backend/--model/--dim name the query model).")] = None,
     text_field: Annotated[str, typer.Option(help="Field holding the text.")] = "text",
     id_field: Annotated[str, typer.Option(help="Field holding the id (else source:row).")] = "id",
     lang_field: Annotated[str, typer.Option(help="Field holding the language code.")] = "lang",
@@ -193,6 +194,8 @@ def index(
     from xlsearch.engine.languages import normalize_lang
 
     check_format(fmt, ("table", "json"))
+    if (not corpus) == (embeddings is None) or (embeddings is not None and append):
+        raise typer.BadParameter("give a CORPUS, or --embeddings DIR without --append", param_hint="CORPUS")
     fields = FieldMap(text_field, id_field, lang_field, normalize_lang(lang) if lang else None)
     settings = IndexSettings(language_neutral=language_neutral, scoring=scoring, index_type=index_type, storage=storage,
                              max_memory=parse_bytes(max_memory) if max_memory else None, device=device)
@@ -202,7 +205,7 @@ def index(
                              chunk_overlap=chunk_overlap, strict=strict, max_rejects=max_rejects, append=append, progress=progress,
                              on_plan=lambda plan: typer.echo(f"Index plan: {plan.describe()}", err=True),
                              on_notice=lambda line: typer.echo(f"note: {line}", err=True),
-                             on_embedder=lambda made: progress.show_stats(lambda: made.stats))
+                             on_embedder=lambda made: progress.show_stats(lambda: made.stats), embeddings=embeddings)
     manifest, report = result.manifest, result.report
     summary = {
         "index": str(index_dir),
@@ -240,6 +243,60 @@ def index(
         typer.echo(f"warning: {render.below_target_line(manifest)}", err=True)
     lines = [f"Indexed {manifest.documents} documents{chunks} into {index_dir} in {summary['seconds']} s "
              f"({manifest.model}, {manifest.dim} dims). Skipped: {skipped}.", f"Languages: {langs}"]
+    if result.failed_servers:
+        lines.append("Embedding servers that failed (rested, then tried again): " + "; ".join(result.failed_servers.values()))
+    render.show("\n".join(lines + ([rejected] if rejected else [])))
+
+
+@app.command()
+@fails_cleanly
+@with_embedder
+def embed(
+    corpus: Annotated[list[str], typer.Argument(help="Files, directories or hf:NAME[:CONFIG][:SPLIT].")],
+    out: Annotated[Path, typer.Option(help="Directory of the embedding shards (Parquet) and their manifest.json.")],
+    text_field: Annotated[str, typer.Option(help="Field holding the text.")] = "text",
+    id_field: Annotated[str, typer.Option(help="Field holding the id (else source:row).")] = "id",
+    lang_field: Annotated[str, typer.Option(help="Field holding the language code.")] = "lang",
+    lang: Annotated[Optional[str], typer.Option(help="Language of records that carry none (else detected).")] = None,
+    strict: Annotated[bool, typer.Option(help="Stop at the first input a server refuses, instead of skipping it.")] = False,
+    max_rejects: Annotated[Optional[int], typer.Option(min=0, help="Inputs a server may refuse (left out, listed by shard) before the job stops with exit 1 (default: 0 with --strict, else no limit).")] = None,
+    chunk_size: Annotated[Optional[int], typer.Option(min=16, help="Characters per chunk of a long document (default: what always fits the model's and its servers' input limit).")] = None,
+    chunk_overlap: Annotated[Optional[int], typer.Option(min=0, help="Characters shared by consecutive chunks (default: an eighth of a chunk).")] = None,
+    shard_size: Annotated[int, typer.Option(min=1, help="Documents per shard: a killed job loses at most the shards in flight.")] = 10_000,
+    ray: Annotated[Optional[str], typer.Option(is_flag=False, flag_value="", metavar="[ADDRESS]", help="Run on Ray Data: a local Ray on this machine, or the cluster at ADDRESS.")] = None,
+    actors: Annotated[Optional[int], typer.Option(min=1, help="Embedding actors under --ray (default: a CPU each for the local model, one per --endpoint for openai).")] = None,
+    fmt: Format = "table",
+    embedder=None,
+) -> None:
+    """Embed corpora into Parquet shards, resumably: run it again to finish a job that was stopped."""
+    from xlsearch import FieldMap
+    from xlsearch.engine.languages import normalize_lang
+    from xlsearch.indexer.embed_job import embed_corpora
+
+    check_format(fmt, ("table", "json"))
+    fields = FieldMap(text_field, id_field, lang_field, normalize_lang(lang) if lang else None)
+    started = time.perf_counter()
+    with progress_bar("embedding", unit="chunks") as progress:
+        result = embed_corpora(corpus, out, embedder, fields, shard_documents=shard_size, chunk_size=chunk_size,
+                               chunk_overlap=chunk_overlap, strict=strict, max_rejects=max_rejects, ray=ray, actors=actors,
+                               progress=progress, on_embedder=lambda made: progress.show_stats(lambda: made.stats),
+                               on_notice=lambda line: typer.echo(f"note: {line}", err=True))
+    manifest = result.manifest
+    summary = {"out": str(out), "shards": len(manifest["shards"]), "written": len(result.written),
+               "documents": manifest["documents"], "vectors": manifest["count"], "rejected": manifest["rejected"],
+               "skipped": manifest["skipped"], "failed_servers": result.failed_servers, "model": manifest["model"],
+               "dim": manifest["dim"], "seconds": round(time.perf_counter() - started, 2)}
+    rejected = (f"Refused by the embedding server and left out: {manifest['rejected']} inputs "
+                f"(listed by shard in {out / 'rejects.jsonl'}).") if manifest["rejected"] else None
+    if fmt == "json":
+        render.print_json(summary)
+        if rejected:
+            typer.echo(f"warning: {rejected}", err=True)
+        return
+    skipped = ", ".join(f"{n} {why}" for why, n in manifest["skipped"].items()) or "none"
+    lines = [f"Embedded {manifest['documents']} documents as {manifest['count']} vectors in {len(manifest['shards'])} shards "
+             f"({len(result.written)} written now) into {out} in {summary['seconds']} s ({manifest['model']}, "
+             f"{manifest['dim']} dims). Skipped: {skipped}."]
     if result.failed_servers:
         lines.append("Embedding servers that failed (rested, then tried again): " + "; ".join(result.failed_servers.values()))
     render.show("\n".join(lines + ([rejected] if rejected else [])))

@@ -82,7 +82,7 @@ def count_chunks(corpora: list[str], fields: FieldMap, policy: ChunkPolicy) -> i
     return chunks
 
 
-def _meta_table(chunks: list[Chunk]) -> pa.Table:
+def meta_table(chunks: list[Chunk]) -> pa.Table:
     return pa.table(
         {
             "doc_id": [c.doc.id for c in chunks],
@@ -99,7 +99,7 @@ def _meta_table(chunks: list[Chunk]) -> pa.Table:
     )
 
 
-def _rejects(embedder: Embedder, chunks: list[Chunk], vectors: np.ndarray) -> list[dict]:
+def refused_chunks(embedder: Embedder, chunks: list[Chunk], vectors: np.ndarray) -> list[dict]:
     """Chunks a server refused (NaN rows): reported with file, id and the server's message."""
     rejects = []
     for row in np.flatnonzero(~np.isfinite(vectors).all(axis=1)):
@@ -109,7 +109,7 @@ def _rejects(embedder: Embedder, chunks: list[Chunk], vectors: np.ndarray) -> li
     return rejects
 
 
-def _too_many(rejects: list[dict], limit: int, strict: bool) -> BackendError:
+def too_many_refused(rejects: list[dict], limit: int, strict: bool) -> BackendError:
     """What stops a build that found more refused inputs than it may leave out: the last one, and the count."""
     last = rejects[-1]
     refused = f"{last['source']}: document {last['id']!r} was refused: {last['reason']}"
@@ -185,9 +185,9 @@ def build_index(
                 if progress:
                     progress(len(chunks), max(planned_chunks, len(chunks)))
             parts += window_parts
-            rejects += _rejects(embedder, window_chunks, np.vstack(window_parts))
+            rejects += refused_chunks(embedder, window_chunks, np.vstack(window_parts))
             if limit is not None and len(rejects) > limit:
-                raise _too_many(rejects, limit, strict)
+                raise too_many_refused(rejects, limit, strict)
         if not chunks:
             skipped = sum(report.skipped.values())
             raise InputError(f"{', '.join(corpora)}: no documents to index" + (f" ({skipped} empty or duplicate skipped)" if skipped else ""))
@@ -200,7 +200,7 @@ def build_index(
         if existing is not None:
             replaced = np.isin(existing.column("doc_id"), [c.doc.id for c in chunks])
             provenance = provenance_of(existing, corpora=list(dict.fromkeys(existing.manifest.corpora + corpora)))
-            manifest = rewrite_index(existing, ~replaced, vectors, _meta_table(chunks), rejects=rejects, plans=plans,
+            manifest = rewrite_index(existing, ~replaced, vectors, meta_table(chunks), rejects=rejects, plans=plans,
                                      provenance=provenance, device=device)
         else:
             described = embedder.describe(spec.task)  # the query prompt as the index's task makes it
@@ -208,7 +208,7 @@ def build_index(
                 embedder=spec.resolved(embedder), model=embedder.model, family=embedder.profile.family,
                 prompts=described["prompts"], corpora=corpora, skipped=dict(report.skipped),
                 chunking={"size": policy.size, "overlap": policy.overlap, "unit": "characters"})
-            manifest = write_index(index_dir, vectors, _meta_table(chunks), provenance, plans, settings=settings,
+            manifest = write_index(index_dir, vectors, meta_table(chunks), provenance, plans, settings=settings,
                                    rejects=rejects, device=device.device)
     embedded, from_cache = embedder.cache_use or (None, 0)
     return BuildResult(manifest=manifest, report=report, rejects=rejects, embedded=embedded, from_cache=from_cache,

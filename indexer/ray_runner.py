@@ -1,0 +1,103 @@
+"""An embedding job on Ray Data: a read task per input file (its parts, less those already published), an
+actor pool that embeds a part at a time, and a write task per shard. The stages are embed_parts' own
+functions; Ray adds placement, parallelism and retries, by its defaults: a read or write task whose
+worker dies is run again (up to 3 times), a dead embedding actor is restarted and its part given again
+(a shard's writer links it into place only when whole, so a retry never duplicates rows)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from xlsearch.engine.errors import BackendError, XLSearchError
+from xlsearch.indexer.embed_parts import embed_part, read_parts, write_part
+from xlsearch.indexer.embed_job import JobPlan
+from xlsearch.indexer.shard_files import ShardRecord
+
+# Read and write tasks ask for no CPU: they are light beside the model, and on a 2-core machine two
+# embedding actors hold both CPUs, which would leave them none and the pipeline stalled.
+_LIGHT = 0
+# A part goes from stage to stage as one row: its pickle (chunks with their documents) or its shard
+_PAYLOAD = "payload"
+
+
+def _read(item: dict, plan: JobPlan, done: frozenset[str]) -> Iterator[dict]:
+    for part in read_parts(item["number"], item["corpus"], plan.fields, plan.policy, plan.shard_documents, done):
+        yield {_PAYLOAD: pickle.dumps(part)}
+
+
+class _Embed:
+    """One embedding actor: its own embedder (model, server connections, cache connection)."""
+
+    def __init__(self, plan: JobPlan, threads: int | None) -> None:
+        if threads:  # the local model's threads: the CPUs this actor was given
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+        self.plan = plan
+        self.embedder = plan.spec.create()
+
+    def __call__(self, row: dict) -> dict:
+        part = pickle.loads(row[_PAYLOAD])
+        return {_PAYLOAD: pickle.dumps(embed_part(self.embedder, part, self.plan.window, self.plan.limit, self.plan.strict))}
+
+
+def _write(row: dict, directory: str) -> dict:
+    embedded = pickle.loads(row[_PAYLOAD])
+    return {_PAYLOAD: pickle.dumps((write_part(Path(directory), embedded), embedded.failed_servers))}
+
+
+def _pool(plan: JobPlan, actors: int | None, cpus: float) -> tuple[int, float, int | None]:
+    """(actors, CPUs each, model threads each): the local model runs on CPU, an actor per CPU of one
+    thread; the openai backend waits on servers, an actor per server each holding `concurrency`
+    requests in flight, on a fraction of a CPU."""
+    if (plan.spec.backend or "local") == "local":
+        return actors or max(1, int(cpus)), 1, 1
+    return actors or max(1, len(plan.spec.endpoints)), 0.25, None
+
+
+def run_on_ray(plan: JobPlan, directory: Path, done: frozenset[str], address: str, actors: int | None,
+               progress: Callable[[int], None]) -> Iterator[tuple[ShardRecord, dict[str, str]]]:
+    """run_in_process's twin on Ray: `address` "" starts a Ray on this machine, else joins that cluster
+    (the output directory must be one path on every node: a shared file system)."""
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise BackendError("`ray` needs Ray: pip install 'xlsearch[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    count, cpus, threads = _pool(plan, actors, ray.cluster_resources().get("CPU", 1))
+    items = [{"number": number, "corpus": corpus} for number, corpus in plan.inputs]
+    dataset = (
+        ray.data.from_items(items, override_num_blocks=len(items))
+        .flat_map(_read, fn_kwargs={"plan": plan, "done": done}, num_cpus=_LIGHT)
+        .map(_Embed, fn_constructor_kwargs={"plan": plan, "threads": threads},
+             compute=ray.data.ActorPoolStrategy(size=count), num_cpus=cpus)
+        .map(_write, fn_kwargs={"directory": str(directory)}, num_cpus=_LIGHT)
+    )
+    rows = iter(dataset.iter_rows())
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except Exception as exc:  # a stage's own error, wrapped by Ray: raised as the engine raised it
+            raise _engine_error(exc) from None
+        record, failed_servers = pickle.loads(row[_PAYLOAD])
+        progress(record.rows + len(record.rejects))
+        yield record, failed_servers
+
+
+def _engine_error(exc: BaseException) -> BaseException:
+    """The XLSearchError a worker raised (an input refused past the limit, an unreadable corpus), out of
+    the exceptions Ray wraps it in; anything else as it came."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, XLSearchError):
+            return type(seen)(seen.message, field=seen.field, value=seen.value)
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    return exc
