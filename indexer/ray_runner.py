@@ -6,8 +6,10 @@ worker dies is run again (up to 3 times), a dead embedding actor is restarted an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -79,17 +81,20 @@ def run_on_ray(plan: JobPlan, directory: Path, done: frozenset[str], address: st
              compute=ray.data.ActorPoolStrategy(size=count), num_cpus=cpus)
         .map(_write, fn_kwargs={"directory": str(directory)}, num_cpus=_LIGHT)
     )
-    rows = iter(dataset.iter_rows())
-    while True:
-        try:
-            row = next(rows)
-        except StopIteration:
-            return
-        except Exception as exc:  # a stage's own error, wrapped by Ray: raised as the engine raised it
-            raise _engine_error(exc) from None
-        record, failed_servers = pickle.loads(row[_PAYLOAD])
-        progress(record.rows + len(record.rejects))
-        yield record, failed_servers
+    # Ray's driver prints what its cluster reports (a worker died and its task is run again) on stdout,
+    # from a thread of its own: sent to stderr while the job runs, so that stdout stays the command's
+    with contextlib.redirect_stdout(sys.stderr):
+        rows = iter(dataset.iter_rows())
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except Exception as exc:  # a stage's own error, wrapped by Ray: raised as the engine raised it
+                raise _engine_error(exc) from None
+            record, failed_servers = pickle.loads(row[_PAYLOAD])
+            progress(record.rows + len(record.rejects))
+            yield record, failed_servers
 
 
 def _engine_error(exc: BaseException) -> BaseException:
