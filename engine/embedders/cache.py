@@ -116,6 +116,10 @@ class CachedEmbedder(Embedder):
     def listen(self, listener: Callable[[str], None]) -> None:
         self.inner.listen(listener)
 
+    def notice(self, line: str) -> None:
+        # the inner embedder holds the listener: a line noticed here (a reranker's fallback) reaches it
+        self.inner.notice(line)
+
     @property
     def failed_servers(self) -> dict[str, str]:
         return self.inner.failed_servers
