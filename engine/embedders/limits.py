@@ -57,7 +57,8 @@ def _token_costs() -> dict[int, float]:
         for first, last in ranges:
             for point in range(first, last + 1):
                 char = chr(point)
-                if (char.isalpha() or unicodedata.category(char).startswith("M")) and unicodedata.normalize("NFKC", char) == char:
+                letter = char.isalpha() or unicodedata.category(char).startswith("M")
+                if letter and unicodedata.normalize("NFKC", char) == char:
                     costs[point] = 1 / letters_per_token
     return costs
 
