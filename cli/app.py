@@ -2,6 +2,7 @@
 
 # No `from __future__ import annotations`: typer would evaluate every annotation string at start-up
 # (compile() each, 25 ms of a cold query).
+import contextlib
 import functools
 import inspect
 import json
@@ -84,7 +85,6 @@ Task = Annotated[Optional[str], typer.Option(
 FLAGS = {"endpoints": "--endpoint"}
 
 
-
 def flag(field: str) -> str:
     """The command-line flag of an engine parameter named in an error."""
     return FLAGS.get(field, "--" + field.replace("_", "-"))
@@ -147,6 +147,27 @@ def with_reranker(command):
 
     wrapper.__signature__ = inspect.Signature(own + RERANK_OPTIONS)
     return wrapper
+
+
+@contextlib.contextmanager
+def opened_for_task(index_dir: Path, embedder, task: Optional[str]):
+    """The index's reader and, with a task its model takes, `as_queries(rows, progress)`: those rows'
+    texts embedded as queries of it (None: every row); without one (or for a model without instructions,
+    told in a warning), None and nothing embedded."""
+    from dataclasses import replace
+
+    from xlsearch import Index
+
+    with Index.open(index_dir, replace(embedder, task=task)) as opened:
+        as_queries = None
+        if task is not None:
+            opened.embedder.listen(warn)
+            if opened.embedder.profile.takes_task:
+                from xlsearch.engine.apps.task_queries import rows_as_queries
+
+                def as_queries(rows, progress):
+                    return rows_as_queries(opened.reader, opened.embedder, opened.task, rows, progress)
+        yield opened.reader, as_queries
 
 
 def warn(line: str) -> None:
@@ -527,22 +548,28 @@ def eval_command(
 
 @app.command()
 @fails_cleanly
+@with_embedder
 def dedup(
     index_dir: IndexDir,
     threshold: Annotated[Optional[float], typer.Option(help="Link pairs with at least this ratio margin (default: chosen from the index, see README).")] = None,
     cross_lingual_only: Annotated[bool, typer.Option("--cross-lingual-only", help="Only pairs in two different languages link documents.")] = False,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Neighbours per document for the margin and the candidates.")] = 4,
     truth_field: Annotated[Optional[str], typer.Option(help="A corpus field naming what each document says: report pair precision/recall against it.")] = None,
+    task: Annotated[Optional[str], typer.Option(help="Embed each document's text as a query of this task (Qwen3-Embedding; a preset: dedup) and compare it with the stored vectors; default: the stored vectors alone, nothing embedded.")] = None,
     fmt: Format = "table",
+    embedder=None,
 ) -> None:
     """Groups of documents that say the same thing, in one language or several (ratio-margin neighbours)."""
-    from xlsearch import Index
     from xlsearch.engine.apps.dedup import find_duplicates
 
     check_format(fmt)
-    index = Index.open(index_dir).reader
-    with progress_bar("neighbours", unit="vectors") as progress:
-        found = find_duplicates(index, threshold, cross_lingual_only, k, progress)
+    with opened_for_task(index_dir, embedder, task) as (index, as_queries):
+        queries = None
+        if as_queries is not None:
+            with progress_bar("embedding", unit="chunks") as progress:
+                queries = as_queries(None, progress)
+        with progress_bar("neighbours", unit="vectors") as progress:
+            found = find_duplicates(index, threshold, cross_lingual_only, k, progress, queries)
     groups = [group.to_dict() for group in found.groups]
     evaluation = None
     if truth_field is not None:
@@ -569,19 +596,22 @@ def dedup(
 
 @app.command()
 @fails_cleanly
+@with_embedder
 def similar(
     index_dir: IndexDir,
     doc_id: Annotated[str, typer.Option("--id", help="The stored document to find others like.")],
     lang: Annotated[Optional[str], typer.Option(help="Only these languages, e.g. zh or ja,ko.")] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Documents to return.")] = 10,
+    task: Annotated[Optional[str], typer.Option(help="Embed the document's text as a query of this task (Qwen3-Embedding) instead of using its stored vector.")] = None,
     fmt: Format = "table",
+    embedder=None,
 ) -> None:
-    """Documents like a stored one, optionally only in other languages (nothing is embedded)."""
-    from xlsearch import Index
+    """Documents like a stored one, optionally only in other languages (nothing is embedded, unless --task)."""
     from xlsearch.engine.apps.similar import similar_documents
 
     check_format(fmt)
-    hits = similar_documents(Index.open(index_dir).reader, doc_id, k, lang)
+    with opened_for_task(index_dir, embedder, task) as (index, as_queries):
+        hits = similar_documents(index, doc_id, k, lang, as_queries and (lambda rows: as_queries(rows, None)))
     if fmt == "jsonl":
         render.print_jsonl([hit.to_dict() for hit in hits])
     elif fmt == "json":

