@@ -88,7 +88,7 @@ def eval_summary_table(report: dict) -> Table:
         average, worst = config["average"], config["worst"]
         share = config["same_language_top10_non_english"]
         table.add_row(
-            f"{config['method']}+{config['scoring']}",
+            config["name"],
             *(f"{average[m]:.3f}" for m in ("recall@1", "recall@5", "recall@10", "mrr")),
             f"{worst['direction']} {worst['recall@1']:.3f}",
             "-" if share is None else f"{share:.3f}",
@@ -104,7 +104,7 @@ def eval_directions_table(report: dict) -> Table:
     table = Table(title="recall@1 per direction", title_justify="left")
     table.add_column("direction")
     for config in configs:
-        table.add_column(f"{config['method']}+{config['scoring']}", justify="right")
+        table.add_column(config["name"], justify="right")
     for direction in configs[0]["directions"]:
         table.add_row(direction, *(f"{c['directions'][direction]['recall@1']:.3f}" for c in configs))
     return table

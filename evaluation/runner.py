@@ -73,7 +73,8 @@ class Configuration:
         }
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "scoring": self.scoring, "reranked": self.reranked, **self.summary(),
+        return {"name": self.name, "method": self.method, "scoring": self.scoring, "reranked": self.reranked,
+                **self.summary(),
                 "directions": {d: s.to_dict() for d, s in self.directions.items()}}
 
 
