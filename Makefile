@@ -13,7 +13,7 @@ FAISS ?= cpu
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=23.1"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,$(FAISS)]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,ray,$(FAISS)]'
 	touch $@
 
 index: $(INSTALLED)

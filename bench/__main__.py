@@ -1,7 +1,7 @@
 """`make bench`: every benchmark, its figures printed as tables and written to bench/results/*.json.
 `--quick` runs small sizes as a smoke test (CI runs it; its timings mean nothing).
 
-    python -m bench [--quick] [--only vector_realism,index_types,million,cold_query,pipeline,concurrency,serve_load]"""
+    python -m bench [--quick] [--only vector_realism,index_types,million,cold_query,pipeline,concurrency,serve_load,embed_throughput]"""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from rich.table import Table
 
 from bench import RESULTS
 
-BENCHMARKS = ("vector_realism", "index_types", "million", "cold_query", "pipeline", "concurrency", "serve_load")
+BENCHMARKS = ("vector_realism", "index_types", "million", "cold_query", "pipeline", "concurrency", "serve_load",
+              "embed_throughput")
 console = Console(width=250)  # wide tables stay whole in a log or a pipe
 REAL_VECTORS = 100_000  # real embeddings: the 100k x 384 set itself, and what the larger sets are fitted to
 REAL_VECTORS_QUICK = 1_500
@@ -110,6 +111,16 @@ def serve_load(quick: bool) -> list[dict]:
     return rows
 
 
+def embed_throughput(quick: bool) -> dict:
+    from bench import embed_throughput as bench
+
+    row = bench.run(200 if quick else 2_000)
+    table("xlsearch embed: in-process vs Ray Data on this machine (local model, no cache)", [row], list(row))
+    stages = [bench.cpu_stages(2_000 if quick else 20_000, dim) for dim in (384, 2_560)]
+    table("xlsearch embed's CPU stages on one core: read, chunk, write shards (no model)", stages, list(stages[0]))
+    return {"jobs": row, "cpu_stages": stages}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
@@ -117,7 +128,7 @@ def main() -> None:
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     runners = {"vector_realism": vector_realism, "index_types": index_types, "million": million, "cold_query": cold_query, "pipeline": pipeline, "concurrency": concurrency,
-               "serve_load": serve_load}
+               "serve_load": serve_load, "embed_throughput": embed_throughput}
     for name in args.only.split(","):
         if name not in runners:
             parser.error(f"--only {name!r}: expected some of {', '.join(BENCHMARKS)}")

@@ -54,7 +54,7 @@ def read_parts(number: int, corpus: str, fields: FieldMap, policy: ChunkPolicy, 
     while True:
         following = list(islice(documents, shard_documents))
         source = batch[0].source if batch else source
-        skipped = report.skipped - counted if following else Counter(report.skipped) - counted
+        skipped = report.skipped - counted
         counted += skipped
         name = shard_name(number, part)
         if name not in done:

@@ -26,7 +26,7 @@ from xlsearch.engine.vectors import normalize_rows
 from xlsearch.indexer.chunking import ChunkPolicy
 from xlsearch.indexer.mapper import MappingReport
 from xlsearch.indexer.pipeline import BuildResult
-from xlsearch.indexer.shard_files import SHARD_SUFFIX, file_sha256, read_manifest, read_shard_record
+from xlsearch.indexer.shard_files import SHARD_SUFFIX, file_sha256, read_manifest, shard_own
 
 REQUIRED = ("id", "text", "vector")
 
@@ -141,9 +141,9 @@ def read_shards(files: list[Path], report: MappingReport) -> Shards:
             meta, vectors = meta.filter(pa.array(keep)), vectors[np.asarray(keep)]
         metas.append(meta)
         parts.append(vectors)
-        record = read_shard_record(file)
-        rejects += [dict(r, shard=file.name) for r in record.rejects]
-        report.skipped.update(record.skipped)
+        own, _ = shard_own(file)
+        rejects += [dict(r, shard=file.name) for r in own.get("rejects", [])]
+        report.skipped.update(own.get("skipped", {}))
     meta = pa.concat_tables(metas)
     report.indexed = len(set(meta.column("doc_id").to_pylist()))
     if not len(meta):
@@ -154,9 +154,9 @@ def read_shards(files: list[Path], report: MappingReport) -> Shards:
 def _check_shards_model(files: list[Path], manifest: dict) -> None:
     """Shards made by another model or at another dimension than the manifest says: named, both."""
     for file in files:
-        record = read_shard_record(file)
-        if (record.model, record.dim) != (manifest["model"], manifest["dim"]):
-            raise IndexMismatchError(f"{file.name} was embedded with {record.model!r} at {record.dim} dims; the manifest "
+        own, _ = shard_own(file)
+        if (own.get("model"), own.get("dim")) != (manifest["model"], manifest["dim"]):
+            raise IndexMismatchError(f"{file.name} was embedded with {own.get('model')!r} at {own.get('dim')} dims; the manifest "
                                      f"says {manifest['model']!r} at {manifest['dim']} dims", field="embeddings", value=file.parent)
 
 

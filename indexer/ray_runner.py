@@ -67,7 +67,8 @@ def run_on_ray(plan: JobPlan, directory: Path, done: frozenset[str], address: st
         import ray.data
     except ImportError:
         raise BackendError("`ray` needs Ray: pip install 'xlsearch[ray]'") from None
-    if not ray.is_initialized():
+    joined = not ray.is_initialized()  # else the caller's Ray (a library user's, a test's): left as it is
+    if joined:
         ray.init(address=address or None, include_dashboard=False, log_to_driver=False, configure_logging=False)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
@@ -82,19 +83,24 @@ def run_on_ray(plan: JobPlan, directory: Path, done: frozenset[str], address: st
         .map(_write, fn_kwargs={"directory": str(directory)}, num_cpus=_LIGHT)
     )
     # Ray's driver prints what its cluster reports (a worker died and its task is run again) on stdout,
-    # from a thread of its own: sent to stderr while the job runs, so that stdout stays the command's
+    # from a thread of its own: sent to stderr while the job runs, and the thread stopped (ray.shutdown
+    # leaves the cluster, and stops a Ray this job started) before stdout is the command's again
     with contextlib.redirect_stdout(sys.stderr):
-        rows = iter(dataset.iter_rows())
-        while True:
-            try:
-                row = next(rows)
-            except StopIteration:
-                return
-            except Exception as exc:  # a stage's own error, wrapped by Ray: raised as the engine raised it
-                raise _engine_error(exc) from None
-            record, failed_servers = pickle.loads(row[_PAYLOAD])
-            progress(record.rows + len(record.rejects))
-            yield record, failed_servers
+        try:
+            rows = iter(dataset.iter_rows())
+            while True:
+                try:
+                    row = next(rows)
+                except StopIteration:
+                    return
+                except Exception as exc:  # a stage's own error, wrapped by Ray: raised as the engine raised it
+                    raise _engine_error(exc) from None
+                record, failed_servers = pickle.loads(row[_PAYLOAD])
+                progress(record.rows + len(record.rejects))
+                yield record, failed_servers
+        finally:
+            if joined:
+                ray.shutdown()
 
 
 def _engine_error(exc: BaseException) -> BaseException:

@@ -48,6 +48,7 @@ class ShardRecord:
     name: str
     rows: int
     sha256: str
+    bytes: int
     input: str  # the source it came from
     documents: int
     rejects: list[dict] = field(default_factory=list)
@@ -56,7 +57,7 @@ class ShardRecord:
     dim: int | None = None
 
     def to_manifest(self) -> dict:
-        return {"name": self.name, "rows": self.rows, "sha256": self.sha256, "input": self.input,
+        return {"name": self.name, "rows": self.rows, "bytes": self.bytes, "sha256": self.sha256, "input": self.input,
                 "documents": self.documents, "rejected": len(self.rejects), "skipped": self.skipped}
 
 
@@ -83,7 +84,9 @@ def write_shard(directory: Path, name: str, table: pa.Table, own: dict) -> Shard
     aside = directory / f"{_ASIDE}{uuid.uuid4().hex}-{name}"
     table = table.replace_schema_metadata({_META_KEY: json.dumps(own, ensure_ascii=False).encode()})
     try:
-        pq.write_table(table, aside)
+        # no dictionary for the vectors: trying one on float rows that never repeat made writes 5x slower
+        # (2,500 x 2,560: 0.43 s against 0.09 s), for the same size
+        pq.write_table(table, aside, use_dictionary=[name for name in table.column_names if name != "vector"])
         with open(aside, "rb+") as handle:
             os.fsync(handle.fileno())
         try:
@@ -98,17 +101,26 @@ def write_shard(directory: Path, name: str, table: pa.Table, own: dict) -> Shard
     return read_shard_record(directory / name)
 
 
-def read_shard_record(path: Path) -> ShardRecord:
-    """A published shard's record, from its own metadata and its bytes."""
+def shard_own(path: Path) -> tuple[dict, int]:
+    """What a shard records of itself (empty for a Parquet file of another tool), and its row count: read
+    from its footer alone."""
     try:
         parquet = pq.ParquetFile(path)
-        own = json.loads((parquet.schema_arrow.metadata or {}).get(_META_KEY, b"{}"))
-        rows = parquet.metadata.num_rows
+        return json.loads((parquet.schema_arrow.metadata or {}).get(_META_KEY, b"{}")), parquet.metadata.num_rows
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise InputError(f"{path}: unreadable embedding shard ({exc})") from None
-    return ShardRecord(name=path.name, rows=rows, sha256=file_sha256(path), input=own.get("input", ""),
-                       documents=own.get("documents", 0), rejects=own.get("rejects", []), skipped=own.get("skipped", {}),
-                       model=own.get("model"), dim=own.get("dim"))
+
+
+def read_shard_record(path: Path, listed: dict | None = None) -> ShardRecord:
+    """A published shard's record, from its own metadata and its bytes; its checksum taken from `listed`
+    (its manifest entry) when that names a file of its size, since a shard never changes once published
+    (a resumed job does not read every finished shard again)."""
+    own, rows = shard_own(path)
+    size = path.stat().st_size
+    known = listed is not None and listed.get("bytes") == size and listed.get("sha256")
+    return ShardRecord(name=path.name, rows=rows, sha256=listed["sha256"] if known else file_sha256(path), bytes=size,
+                       input=own.get("input", ""), documents=own.get("documents", 0), rejects=own.get("rejects", []),
+                       skipped=own.get("skipped", {}), model=own.get("model"), dim=own.get("dim"))
 
 
 def shard_table(meta: pa.Table, vectors: np.ndarray) -> pa.Table:
