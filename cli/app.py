@@ -197,7 +197,7 @@ def index(
     chunk_size: Annotated[Optional[int], typer.Option(min=16, help="Characters per chunk of a long document (default: chunks counted in the model's tokens, up to its and its servers' input limit).")] = None,
     chunk_overlap: Annotated[Optional[int], typer.Option(min=0, help="Characters shared by consecutive chunks (default: an eighth of a chunk).")] = None,
     language_neutral: Annotated[bool, typer.Option(help="Rank by meaning across languages (indexes of 2+ languages).")] = True,
-    scoring: Annotated[str, typer.Option(help="margin (cosine relative to both sides' nearest neighbours) or cosine.")] = "margin",
+    scoring: Annotated[str, typer.Option(help="parallel-margin (margin, each document's translations left out of its neighbours), margin (cosine relative to both sides' nearest neighbours) or cosine.")] = "parallel-margin",
     index_type: Annotated[str, typer.Option(help="auto, flat, hnsw, ivf, ivfpq, or a FAISS factory string.")] = "auto",
     storage: Annotated[str, typer.Option(help="float32, float16 or sq8 (8-bit codes): memory per vector.")] = "float32",
     max_memory: Annotated[Optional[str], typer.Option(help="Memory the index may take, e.g. 8GB (default: 80% of RAM).")] = None,

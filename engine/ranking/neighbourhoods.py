@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from xlsearch.engine.ranking.margin import MARGIN_K, neighbourhood, other_document_neighbours, ratio_margin
+from xlsearch.engine.ranking.translations import PARALLEL_MARGIN, TRANSLATION_DEPTH, translations_left_out
 
 NEIGHBOURHOOD_FILE = "neighbourhood.npy"
 # Candidates re-ranked per query: as deep as eval's margin scoring looks
@@ -30,6 +31,20 @@ def neighbourhood_means(scores: np.ndarray, k: int = MARGIN_K) -> np.ndarray:
     lone = np.isnan(result)  # no other document in reach: a typical neighbourhood, neither hub nor outlier
     result[lone] = np.nanmedian(result) if not lone.all() else 0.0
     return result
+
+
+def neighbour_depth(scoring: str) -> int:
+    """How many nearest rows of other documents a scoring's neighbourhoods are computed from."""
+    return TRANSLATION_DEPTH if scoring == PARALLEL_MARGIN else MARGIN_K
+
+
+def scoring_neighbourhoods(scoring: str, scores: np.ndarray, rows: np.ndarray, langs) -> np.ndarray:
+    """Each row's neighbourhood under `scoring` (margin or parallel-margin), from its nearest rows of other
+    documents (scores and rows best first, neighbour_depth(scoring) deep); `langs` is each row's language."""
+    if scoring == PARALLEL_MARGIN:
+        codes = np.unique(np.asarray(langs, dtype=str), return_inverse=True)[1].ravel()
+        scores = translations_left_out(scores, rows, codes)
+    return neighbourhood_means(scores)
 
 
 def margin_scores(scores: np.ndarray, rows: np.ndarray, document_side: np.ndarray) -> np.ndarray:

@@ -176,7 +176,7 @@ class IndexReader:
             self._raw = np.load(files / VECTORS_FILE, mmap_mode="r", allow_pickle=False)
         # each row's neighbourhood for margin ranking; None where the index ranks by plain cosine
         self.neighbourhoods = None
-        if self.settings.scoring == "margin":
+        if self.settings.uses_neighbourhoods:
             with self._reading(NEIGHBOURHOOD_FILE):
                 self.neighbourhoods = np.load(files / NEIGHBOURHOOD_FILE, allow_pickle=False)
         with self._reading(REJECTS_FILE):

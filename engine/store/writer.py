@@ -22,8 +22,8 @@ from xlsearch.engine.ann.index_types import IndexPlan, plan_candidates
 from xlsearch.engine.ann.neighbours import exact_neighbours
 from xlsearch.engine.embedders.spec import EmbedderSpec
 from xlsearch.engine.errors import StorageError
-from xlsearch.engine.ranking.margin import MARGIN_K
-from xlsearch.engine.ranking.neighbourhoods import NEIGHBOURHOOD_FILE, document_neighbourhoods, neighbourhood_means
+from xlsearch.engine.ranking.margin import other_document_neighbours
+from xlsearch.engine.ranking.neighbourhoods import NEIGHBOURHOOD_FILE, neighbour_depth, scoring_neighbourhoods
 from xlsearch.engine.ranking.neutral import METHOD, LanguageStats
 from xlsearch.engine.store.files import INDEX_FILE, META_FILE, REJECTS_FILE, ROW_GROUP_ROWS, VECTORS_FILE
 from xlsearch.engine.store.manifest import Manifest, file_sha256, write_manifest
@@ -74,8 +74,8 @@ def write_index(directory: Path, vectors: np.ndarray, meta: pa.Table, provenance
         stats = _write_language_stats(staging, vectors, langs, settings)
         searchable = vectors if stats is None else stats.neutralize(vectors, langs)
         built = _write_faiss_index(staging, plans, searchable, device)
-        if settings.scoring == "margin":
-            _write_neighbourhoods(staging, built, searchable, meta)
+        if settings.uses_neighbourhoods:
+            _write_neighbourhoods(staging, built, searchable, meta, settings.scoring)
         meta = _write_metadata(staging, meta)
         _write_vectors(staging, vectors)
         _write_rejects(staging, rejects)
@@ -110,19 +110,22 @@ def _write_faiss_index(staging: Path, plans: list[IndexPlan], searchable: np.nda
     return built
 
 
-def _write_neighbourhoods(staging: Path, built: BuiltIndex, searchable: np.ndarray, meta: pa.Table) -> None:
-    """Each row's margin neighbourhood: exact on the GPU (1M rows in seconds there), through the tuned
-    index on the CPU (an exact scan of 1M rows would take an hour on 16 cores)."""
+def _write_neighbourhoods(staging: Path, built: BuiltIndex, searchable: np.ndarray, meta: pa.Table,
+                          scoring: str) -> None:
+    """Each row's margin neighbourhood under `scoring`: its nearest rows of other documents found exactly on
+    the GPU (1M rows in seconds there), through the tuned index on the CPU (an exact scan of 1M rows would
+    take an hour on 16 cores)."""
     doc_ids = np.asarray(meta.column("doc_id").to_pylist(), dtype=object)
+    depth = neighbour_depth(scoring)
     if built.device == "gpu":
-        scores, _ = exact_neighbours(searchable, MARGIN_K, "gpu", groups=doc_ids)
-        np.save(staging / NEIGHBOURHOOD_FILE, neighbourhood_means(scores))
-        return
+        scores, rows = exact_neighbours(searchable, depth, "gpu", groups=doc_ids)
+    else:
+        def tuned_search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            return search(built.index, queries, k, built.tuning["params"], exact_vectors=lambda rows: searchable[rows])
 
-    def tuned_search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return search(built.index, queries, k, built.tuning["params"], exact_vectors=lambda rows: searchable[rows])
-
-    np.save(staging / NEIGHBOURHOOD_FILE, document_neighbourhoods(tuned_search, searchable, doc_ids))
+        codes = np.unique(doc_ids, return_inverse=True)[1].ravel()
+        scores, rows = other_document_neighbours(tuned_search, searchable, codes, depth)
+    np.save(staging / NEIGHBOURHOOD_FILE, scoring_neighbourhoods(scoring, scores, rows, meta.column("lang").to_pylist()))
 
 
 def _write_metadata(staging: Path, meta: pa.Table) -> pa.Table:
