@@ -611,7 +611,8 @@ def similar(
 
     check_format(fmt)
     with opened_for_task(index_dir, embedder, task) as (index, as_queries):
-        hits = similar_documents(index, doc_id, k, lang, as_queries and (lambda rows: as_queries(rows, None)))
+        rows_as_queries = (lambda rows: as_queries(rows, None)) if as_queries else None  # no progress bar: one document
+        hits = similar_documents(index, doc_id, k, lang, rows_as_queries)
     if fmt == "jsonl":
         render.print_jsonl([hit.to_dict() for hit in hits])
     elif fmt == "json":

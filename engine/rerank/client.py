@@ -36,10 +36,6 @@ class RerankClient:
         self.dialect: str | None = None  # sglang, vllm or tei: told by the first answer
         self._finding = threading.Lock()  # one request finds the path; the others wait for it
 
-    @property
-    def name(self) -> str:
-        return self.url or self.spec.endpoint
-
     def scores(self, query: str, documents: list[str], instruct: str | None = None) -> list[float]:
         """Each document's relevance to `query`, in order; sent DEFAULT_BATCH_SIZE documents a request
         (TEI's default limit; the scores are each pair's own, so batches compare)."""
