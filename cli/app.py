@@ -217,6 +217,9 @@ def index(
     check_format(fmt, ("table", "json"))
     if (not corpus) == (embeddings is None) or (embeddings is not None and append):
         raise typer.BadParameter("give a CORPUS, or --embeddings DIR without --append", param_hint="CORPUS")
+    if append and task is not None:  # the stored task is the index's, set when it is built
+        raise typer.BadParameter("an index keeps the task it was built with; give queries another with "
+                                 "`query --task`, or build the index again", param_hint="--task")
     fields = FieldMap(text_field, id_field, lang_field, normalize_lang(lang) if lang else None)
     settings = IndexSettings(language_neutral=language_neutral, scoring=scoring, index_type=index_type, storage=storage,
                              max_memory=parse_bytes(max_memory) if max_memory else None, device=device)

