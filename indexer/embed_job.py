@@ -88,7 +88,7 @@ def _job(plan: JobPlan, embedder: Embedder, corpora: list[str]) -> dict:
         "format_version": FORMAT_VERSION, "model": embedder.model, "dim": embedder.dim, "backend": embedder.backend,
         "family": embedder.profile.family, "prompts": described["prompts"],
         "embedder": plan.spec.resolved(embedder).to_manifest(),
-        "chunking": {"size": plan.policy.size, "overlap": plan.policy.overlap, "unit": "characters"},
+        "chunking": plan.policy.record(),
         "fields": {"text": plan.fields.text_field, "id": plan.fields.id_field, "lang": plan.fields.lang_field,
                    "default_lang": plan.fields.lang},
         "shard_documents": plan.shard_documents, "corpora": corpora, "inputs": [c for _, c in plan.inputs],
@@ -160,7 +160,7 @@ def embed_corpora(
             on_embedder(made)
         if on_notice:
             made.listen(on_notice)
-        policy = ChunkPolicy.for_model(made.max_input_chars, chunk_size, chunk_overlap)
+        policy = ChunkPolicy.for_embedder(made, chunk_size, chunk_overlap)  # as `index` chunks
         window = max(64, 2 * spec.batch_size * spec.concurrency)  # as `index`: every request slot busy
         plan = JobPlan(input_files(corpora), spec, fields, policy, shard_documents, window, limit, strict)
         job = _job(plan, made, corpora)

@@ -178,10 +178,9 @@ def _described(manifest: dict | None, asked: EmbedderSpec, dim: int, path: Path)
         if made.dim != dim:
             raise IndexMismatchError(f"has vectors of {dim} dims; {made.model!r} (the query model: `backend`, `model`, "
                                      f"`dim`) gives {made.dim}", field="embeddings", value=path)
-        policy = ChunkPolicy.for_model(made.max_input_chars)
         return replace(asked, api_key=None, cache=None).resolved(made), {
             "model": made.model, "family": made.profile.family, "prompts": made.describe()["prompts"],
-            "chunking": {"size": policy.size, "overlap": policy.overlap, "unit": "characters"}, "corpora": [str(path)]}
+            "chunking": ChunkPolicy.for_embedder(made).record(), "corpora": [str(path)]}
     finally:
         made.close()
 
