@@ -490,6 +490,36 @@ def similarity(
         render.show(render.matrix_table(texts, matrix, f"cosine similarity ({model})"))
 
 
+def eval_suite(tatoeba: str, names: str, corpora: Path, embedder, out: Optional[Path], fmt: str) -> None:
+    """`eval --suite`: every scoring on the held-out half of each benchmark (the fit halves in the JSON)."""
+    from rich.table import Table
+
+    from xlsearch.evaluation.suite import load_suite, run_suite
+
+    benchmarks = load_suite(names, Path(tatoeba), corpora)
+    made = embedder.create()
+    try:
+        made.listen(warn)
+        with progress_bar("embedding", unit="texts") as progress:
+            data = run_suite(made, benchmarks, progress)
+    finally:
+        made.close()
+    if out:
+        out.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if fmt == "json":
+        render.print_json(data)
+        return
+    table = Table(title=f"held-out halves ({data['model']}): recall@1 / mAP@20 (± standard error), worst direction, same-language share of the top 10")
+    for column in ("benchmark", "scoring", "recall@1", "mAP@20", "worst direction", "same language"):
+        table.add_column(column)
+    for name, halves in data["benchmarks"].items():
+        for scoring, m in halves["held_out"]["scorings"].items():
+            worst = f"{m['worst']['direction']} {m['worst']['recall@1']:.3f}" if m["worst"] else "-"
+            table.add_row(name, scoring, f"{m['recall@1']:.3f} ± {m['recall@1_se']:.3f}",
+                          f"{m['map@20']:.3f} ± {m['map@20_se']:.3f}", worst, f"{m['same_language_top10']:.3f}")
+    render.show(table)
+
+
 @app.command(name="eval")
 @fails_cleanly
 @with_embedder
@@ -506,6 +536,8 @@ def eval_command(
     out: Annotated[Optional[Path], typer.Option(help="Write the full report as JSON.")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Draw the language x language recall@1 matrix (PNG).")] = None,
     task: Annotated[Optional[str], typer.Option(help="Both sides' task instruction (Qwen3-Embedding), or a preset (default: parallel).")] = None,
+    suite: Annotated[Optional[str], typer.Option(help="The ranking benchmarks instead, SOURCE the Tatoeba directory: all, or some of tatoeba,paraphrases,demo,multiway,paragraphs.")] = None,
+    corpora: Annotated[Path, typer.Option(help="Where --suite finds demo/ and paraphrases/.")] = Path("corpora"),
     fmt: Format = "table",
     embedder=None,
     reranker=None,
@@ -516,6 +548,8 @@ def eval_command(
     from xlsearch.evaluation.runner import Split, evaluate, recall_matrix
 
     check_format(fmt, ("table", "json"))
+    if suite:
+        return eval_suite(source, suite, corpora, embedder, out, fmt)
     sets = load_parallel(source, [p.strip() for p in pairs.split(",") if p.strip()] if pairs else [])
     given = resolve_task(task)
     made = embedder.create()
