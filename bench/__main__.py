@@ -1,7 +1,7 @@
 """`make bench`: every benchmark, its figures printed as tables and written to bench/results/*.json.
 `--quick` runs small sizes as a smoke test (CI runs it; its timings mean nothing).
 
-    python -m bench [--quick] [--only vector_realism,index_types,million,cold_query,pipeline,concurrency,serve_load,embed_throughput]"""
+    python -m bench [--quick] [--only vector_realism,index_types,million,cold_query,pipeline,concurrency,serve_load,embed_throughput,append]"""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from rich.table import Table
 from bench import RESULTS
 
 BENCHMARKS = ("vector_realism", "index_types", "million", "cold_query", "pipeline", "concurrency", "serve_load",
-              "embed_throughput")
+              "embed_throughput", "append")
 console = Console(width=250)  # wide tables stay whole in a log or a pipe
 REAL_VECTORS = 100_000  # real embeddings: the 100k x 384 set itself, and what the larger sets are fitted to
 REAL_VECTORS_QUICK = 1_500
@@ -121,6 +121,14 @@ def embed_throughput(quick: bool) -> dict:
     return {"jobs": row, "cpu_stages": stages}
 
 
+def append(quick: bool) -> dict:
+    from bench import append as bench
+
+    row = bench.run(3_000 if quick else bench.COUNT, progress=console.print)
+    table("appending 1% to an index against rebuilding it (auto's index, language-neutral margin)", [row], list(row))
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
@@ -128,7 +136,8 @@ def main() -> None:
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     runners = {"vector_realism": vector_realism, "index_types": index_types, "million": million, "cold_query": cold_query, "pipeline": pipeline, "concurrency": concurrency,
-               "serve_load": serve_load, "embed_throughput": embed_throughput}
+               "serve_load": serve_load, "embed_throughput": embed_throughput,
+               "append": append}
     for name in args.only.split(","):
         if name not in runners:
             parser.error(f"--only {name!r}: expected some of {', '.join(BENCHMARKS)}")

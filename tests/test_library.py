@@ -43,7 +43,7 @@ def test_search_finds_the_translations_and_filters_by_language(demo):
 
 def test_info_is_the_typed_manifest_and_the_key_never_reaches_disk(demo):
     info = demo.info
-    assert isinstance(info, xlsearch.Manifest) and info.format_version == 3
+    assert isinstance(info, xlsearch.Manifest) and info.format_version == 4
     assert (info.documents, info.count, info.dim, info.model) == (360, 360, 384, "multilingual-e5-small-q4")
     assert info.embedder.backend == "local" and info.embedder.api_key is None
     assert info.settings == IndexSettings() and info.index["kind"] == "flat"

@@ -89,7 +89,9 @@ class LanguageStats:
         vectors = np.asarray(vectors, dtype=np.float32)
         if len(vectors) == 0:
             return vectors
-        centered = vectors - np.vstack([self.mean_of(lang) for lang in langs])
+        # each distinct language's mean looked up once: per row, the look-up took 4 s of an update's 50k rows
+        names, which = np.unique(np.asarray(langs, dtype=str), return_inverse=True)
+        centered = vectors - np.vstack([self.mean_of(name) for name in names])[which.ravel()]
         return normalize_rows(centered - (centered @ self.basis) @ self.basis.T)
 
     def save(self, directory: Path) -> None:

@@ -1,5 +1,5 @@
 """manifest.json: what an index holds and how it was made, plus checksums of its other files. Read into
-a typed Manifest; an index of the previous format is migrated on open (its files are the same), one
+a typed Manifest; an index of the two previous formats is migrated on open (its files are the same), one
 older than that is refused with the command that rebuilds it."""
 
 from __future__ import annotations
@@ -11,12 +11,15 @@ from pathlib import Path
 
 from xlsearch.engine.embedders.spec import EmbedderSpec
 from xlsearch.engine.errors import IndexMismatchError, InputError
+from xlsearch.engine.store.files import segment_files
 from xlsearch.engine.store.settings import IndexSettings
 
-# 3: the embedder spec that made the vectors, and complete settings, in one place each
+# 4: rows in segments (metadata and raw vectors files each), rows deleted since the last full build,
+#    each row's nearest neighbours kept for updates (read and migrated: format 3's files are segment 0)
+# 3: the embedder spec that made the vectors, and complete settings, in one place each (read and migrated)
 # 2: chunk columns in meta.parquet, documents and chunking in the manifest (read and migrated)
-FORMAT_VERSION = 3
-MIGRATED_VERSIONS = (2,)
+FORMAT_VERSION = 4
+MIGRATED_VERSIONS = (2, 3)
 MANIFEST_FILE = "manifest.json"
 
 
@@ -30,7 +33,7 @@ class Manifest:
     corpora: list[str]
     chunking: dict  # size, overlap, unit
     documents: int
-    count: int  # vectors (chunks), one per row of meta.parquet
+    count: int  # vectors (chunks) searched: the segments' rows less the deleted ones
     rejected: int  # inputs the embedding server refused, listed in rejects.jsonl
     skipped: dict[str, int]  # records not indexed, by reason
     languages: dict[str, int]  # vectors per language, most first
@@ -41,6 +44,10 @@ class Manifest:
     checksums: dict[str, str] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
     metric: str = "inner_product"
+    # the rows, in order: [{"number", "meta", "vectors", "rows"}], files named by engine.store.files
+    segments: list[dict] = field(default_factory=list)
+    deleted: int = 0  # rows removed since the last full build, listed in deleted.npy
+    built_rows: int = 0  # rows the last full build wrote: what its statistics and training saw
     format_version: int = FORMAT_VERSION
 
     @property
@@ -66,6 +73,12 @@ class Manifest:
         return cls(**values)
 
 
+def _migrated_from_3(data: dict) -> dict:
+    """Format 3 held its rows in one meta.parquet and one vectors.npy: segment 0 of format 4."""
+    return {**data, "format_version": FORMAT_VERSION, "deleted": 0, "built_rows": data["count"],
+            "segments": [{"number": 0, **segment_files(0), "rows": data["count"]}]}
+
+
 def _migrated_from_2(data: dict) -> dict:
     """Format 2 kept the embedder's fields at the top level and could lack settings older than it."""
     backend = data["backend"]
@@ -73,7 +86,7 @@ def _migrated_from_2(data: dict) -> dict:
     saved = data.get("settings", {})
     return {
         **{k: v for k, v in data.items() if k not in ("backend", "requested_dim", "endpoint", "index_type")},
-        "format_version": FORMAT_VERSION,
+        "format_version": 3,
         "embedder": {"backend": backend, "model": data["model"], "dim": data.get("requested_dim"),
                      "family": data["family"] if backend == "openai" else None,
                      "endpoints": endpoint.split(",") if endpoint else []},
@@ -104,8 +117,10 @@ def parse_manifest(data: bytes, path: Path) -> Manifest:
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: unreadable manifest: {exc}") from None
     version = data.get("format_version") if isinstance(data, dict) else None
-    if version in MIGRATED_VERSIONS:
-        data = _migrated_from_2(data)
+    if version == 2:
+        data, version = _migrated_from_2(data), 3
+    if version == 3:
+        data = _migrated_from_3(data)
     elif version != FORMAT_VERSION:
         raise IndexMismatchError(
             f"{path}: index format version {version!r}; this xlsearch reads {FORMAT_VERSION} "

@@ -1,7 +1,13 @@
 """A published index version, opened for search. Every file of the version is opened when the reader is
 made (the FAISS index, the metadata and the raw vectors memory-mapped, the small files read) through its
 directory as found then, pinned by a descriptor. A publish that renames directories meanwhile can neither
-mix two versions in one reader nor take a file from under it: a reader answers from its version whole."""
+mix two versions in one reader nor take a file from under it: a reader answers from its version whole.
+That is also the lease that keeps an old version's data for its readers: a publish removes the old
+directory's names, and the system frees a file's data only when no name, descriptor or mapping holds it.
+
+Rows live in segments (engine.store.files): a full build writes one, each update adds one. Rows an update
+deleted stay in the segments and in FAISS, listed in deleted.npy; the reader numbers the rows that remain
+0..count-1 ("positions", what every caller sees) and keeps FAISS from answering with the others."""
 
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ from xlsearch.engine.embedders.base import Embedder
 from xlsearch.engine.errors import IndexMismatchError, InputError, XLSearchError
 from xlsearch.engine.ranking.neighbourhoods import NEIGHBOURHOOD_FILE
 from xlsearch.engine.ranking.neutral import STATS_FILE, LanguageStats
-from xlsearch.engine.store.files import INDEX_FILE, META_FILE, REJECTS_FILE, VECTORS_FILE
+from xlsearch.engine.store.files import DELETED_FILE, INDEX_FILE, REJECTS_FILE
 from xlsearch.engine.store.manifest import MANIFEST_FILE, Manifest, file_sha256, parse_manifest
 from xlsearch.engine.store.publish import IndexBusyError, published, real_path
 from xlsearch.engine.vectors import sorted_unique
@@ -165,16 +171,32 @@ class IndexReader:
             self.index = read_faiss_index(str(files / INDEX_FILE))
         self.search_params = self.manifest.index.get("params", {})
         self.approximate = depth_parameter(self.index) is not None
-        with self._reading(META_FILE):
-            self._meta = pq.ParquetFile(pa.memory_map(str(files / META_FILE)))
-        self._meta_lock = threading.Lock()  # one reader of the Parquet file at a time: pyarrow's is not shared-safe
-        self._columns: dict[str, np.ndarray] = {}
+        self._meta = []  # one Parquet file per segment
+        self._raw = []  # one memory-mapped array of raw vectors per segment
+        for segment in self.manifest.segments:
+            with self._reading(segment["meta"]):
+                self._meta.append(pq.ParquetFile(pa.memory_map(str(files / segment["meta"]))))
+            with self._reading(segment["vectors"]):
+                self._raw.append(np.load(files / segment["vectors"], mmap_mode="r", allow_pickle=False))
+        self._starts = np.cumsum([0] + [segment["rows"] for segment in self.manifest.segments])  # first row of each
+        self._meta_lock = threading.Lock()  # one reader of the Parquet files at a time: pyarrow's is not shared-safe
+        self._columns: dict[str, np.ndarray] = {}  # by position
+        self._row_columns: dict[str, np.ndarray] = {}  # by row, deleted rows included
         self.settings = self.manifest.settings
         with self._reading(STATS_FILE):
             self.language_stats = LanguageStats.load(files) if self.manifest.language_neutral else None
-        with self._reading(VECTORS_FILE):
-            self._raw = np.load(files / VECTORS_FILE, mmap_mode="r", allow_pickle=False)
-        # each row's neighbourhood for margin ranking; None where the index ranks by plain cosine
+        with self._reading(DELETED_FILE):
+            self._deleted = (np.load(files / DELETED_FILE, allow_pickle=False) if self.manifest.deleted
+                             else np.zeros(0, np.int64))
+        # position -> row where rows were deleted (None: positions are rows); FAISS skips the deleted ones
+        self._kept, self._skip_deleted = None, None
+        if len(self._deleted):
+            kept = np.ones(int(self._starts[-1]), bool)
+            kept[self._deleted[(self._deleted >= 0) & (self._deleted < len(kept))]] = False
+            self._kept = np.flatnonzero(kept)
+            self._deleted_ids = faiss.IDSelectorBatch(self._deleted)  # held: the selector below points to it
+            self._skip_deleted = faiss.IDSelectorNot(self._deleted_ids)
+        # each position's neighbourhood for margin ranking; None where the index ranks by plain cosine
         self.neighbourhoods = None
         if self.settings.uses_neighbourhoods:
             with self._reading(NEIGHBOURHOOD_FILE):
@@ -182,9 +204,13 @@ class IndexReader:
         with self._reading(REJECTS_FILE):
             self._rejects = open(files / REJECTS_FILE, "rb") if REJECTS_FILE in self.manifest.sizes else None
         self._check_shapes()
+        if self.neighbourhoods is not None and self._kept is not None:
+            self.neighbourhoods = self.neighbourhoods[self._kept]
 
     def _check_shapes(self) -> None:
-        counts = {"manifest": self.manifest.count, INDEX_FILE: self.index.ntotal, META_FILE: self._meta.metadata.num_rows}
+        rows = int(self._starts[-1])
+        counts = {"manifest": self.manifest.count + self.manifest.deleted, INDEX_FILE: self.index.ntotal,
+                  "segments": rows, "metadata": sum(meta.metadata.num_rows for meta in self._meta)}
         if len(set(counts.values())) != 1:
             detail = ", ".join(f"{k} {v}" for k, v in counts.items())
             raise IndexMismatchError(f"vector and metadata counts differ ({detail})", field="index", value=self.directory)
@@ -192,11 +218,19 @@ class IndexReader:
             raise IndexMismatchError(
                 f"{INDEX_FILE} has dimension {self.index.d}, manifest says {self.manifest.dim}", field="index", value=self.directory
             )
-        expected = {VECTORS_FILE: (self.manifest.count, self.manifest.dim), NEIGHBOURHOOD_FILE: (self.manifest.count,)}
-        for name, array in ((VECTORS_FILE, self._raw), (NEIGHBOURHOOD_FILE, self.neighbourhoods)):
-            if array is not None and array.shape != expected[name]:
-                raise IndexMismatchError(f"{name} has shape {array.shape}, expected {expected[name]}", field="index",
-                                         value=self.directory)
+        expected = [(segment["vectors"], raw.shape, (segment["rows"], self.manifest.dim))
+                    for segment, raw in zip(self.manifest.segments, self._raw)]
+        expected += [(segment["meta"], (meta.metadata.num_rows,), (segment["rows"],))
+                     for segment, meta in zip(self.manifest.segments, self._meta)]
+        expected += [(DELETED_FILE, self._deleted.shape, (self.manifest.deleted,))]
+        if self.neighbourhoods is not None:
+            expected += [(NEIGHBOURHOOD_FILE, self.neighbourhoods.shape, (rows,))]
+        for name, shape, wanted in expected:
+            if shape != wanted:
+                raise IndexMismatchError(f"{name} has shape {shape}, expected {wanted}", field="index", value=self.directory)
+        if len(self._deleted) and (np.any(np.diff(self._deleted) <= 0) or self._deleted[0] < 0 or self._deleted[-1] >= rows):
+            raise IndexMismatchError(f"{DELETED_FILE} does not list distinct rows of the index", field="index",
+                                     value=self.directory)
 
     @contextmanager
     def _reading(self, name: str) -> Iterator[None]:
@@ -229,15 +263,36 @@ class IndexReader:
                 field="index", value=self.directory)
 
     def column(self, name: str) -> np.ndarray:
+        """A metadata column, by position."""
         if name not in self._columns:
-            with self._meta_lock, self._reading(META_FILE):
-                self._columns[name] = as_numpy(self._meta.read(columns=[name]).column(name))
+            column = self.row_column(name)
+            self._columns[name] = column if self._kept is None else column[self._kept]
         return self._columns[name]
 
+    def row_column(self, name: str) -> np.ndarray:
+        """A metadata column by row, the deleted rows included."""
+        if name not in self._row_columns:
+            parts = []
+            for segment, meta in zip(self.manifest.segments, self._meta):
+                with self._meta_lock, self._reading(segment["meta"]):
+                    parts.append(as_numpy(meta.read(columns=[name]).column(name)))
+            self._row_columns[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return self._row_columns[name]
+
+    @property
+    def meta_schema(self) -> pa.Schema:
+        """The metadata's columns and types, row ids left out: what rows added to the index must have."""
+        schema = self._meta[0].schema_arrow
+        return schema.remove(schema.get_field_index("row_id"))
+
     def table(self) -> pa.Table:
-        """All metadata, without the row ids (they are positions, renumbered on every write)."""
-        with self._meta_lock, self._reading(META_FILE):
-            return self._meta.read().drop(["row_id"])
+        """All metadata by position, without the row ids (they are row numbers, renumbered by a full write)."""
+        parts = []
+        for segment, meta in zip(self.manifest.segments, self._meta):
+            with self._meta_lock, self._reading(segment["meta"]):
+                parts.append(meta.read().drop(["row_id"]))
+        table = pa.concat_tables([part.cast(parts[0].schema) for part in parts])
+        return table if self._kept is None else table.take(pa.array(self._kept))
 
     def rejects(self) -> list[dict]:
         """Inputs the embedding server refused when this index was built (rejects.jsonl)."""
@@ -248,61 +303,121 @@ class IndexReader:
             return [json.loads(line) for line in self._rejects.read().decode("utf-8").splitlines() if line.strip()]
 
     def raw_vectors(self) -> np.ndarray:
-        """The raw vectors as stored, memory-mapped (this version's, whatever has been published since)."""
-        return self._raw
+        """The raw vectors as stored, by position (this version's, whatever has been published since):
+        memory-mapped where the version is one segment with no row deleted, else gathered into memory."""
+        if len(self._raw) == 1 and self._kept is None:
+            return self._raw[0]
+        return self.row_vectors(np.arange(len(self)) if self._kept is None else self._kept)
+
+    def row_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The raw vectors of `rows` (row numbers, as FAISS and the segments count them), in that order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and len(self._raw) == 1:  # a run: a slice, not a gather
+            return np.asarray(self._raw[0][rows[0]:rows[-1] + 1])
+        if len(self._raw) == 1:
+            return np.asarray(self._raw[0][rows])
+        segment = np.searchsorted(self._starts, rows, side="right") - 1
+        result = np.empty((len(rows), self.dim), dtype=self._raw[0].dtype)
+        for number in sorted_unique(segment):
+            at = np.flatnonzero(segment == number)
+            result[at] = self._raw[number][rows[at] - self._starts[number]]
+        return result
 
     def vectors(self, rows: np.ndarray | None = None) -> np.ndarray:
-        """Every row's vector (or those of `rows`) in the form searches compare (language-neutral where
-        the index is), as float32 in memory; computed from the raw vectors, so it works whatever the
-        FAISS index type."""
-        raw = self.raw_vectors()
-        raw = np.asarray(raw if rows is None else raw[rows], dtype=np.float32)
-        if self.language_stats is None:
-            return raw
-        langs = self.column("lang")
-        return self.language_stats.neutralize(raw, langs if rows is None else langs[rows])
+        """Every position's vector (or those of positions `rows`) in the form searches compare
+        (language-neutral where the index is), as float32 in memory; computed from the raw vectors, so it
+        works whatever the FAISS index type."""
+        raw = self.raw_vectors() if rows is None else self.row_vectors(self.row_of(np.asarray(rows, dtype=np.int64)))
+        langs = None if self.language_stats is None else self.column("lang")
+        return self._searchable(raw, None if langs is None else langs if rows is None else langs[rows])
+
+    def searchable_rows(self, rows: np.ndarray) -> np.ndarray:
+        """vectors() of row numbers (deleted rows too: an update compares them before it drops them)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        langs = None if self.language_stats is None else self.row_column("lang")[rows]
+        return self._searchable(self.row_vectors(rows), langs)
+
+    def _searchable(self, raw: np.ndarray, langs: np.ndarray | None) -> np.ndarray:
+        raw = np.asarray(raw, dtype=np.float32)
+        return raw if self.language_stats is None else self.language_stats.neutralize(raw, langs)
+
+    @property
+    def rows_stored(self) -> int:
+        """Rows in the segments and in FAISS, the deleted ones included."""
+        return int(self._starts[-1])
+
+    @property
+    def deleted_rows(self) -> np.ndarray:
+        """Row numbers removed since the last full build, sorted."""
+        return self._deleted
+
+    def row_of(self, positions: np.ndarray) -> np.ndarray:
+        """The row numbers (FAISS's ids) of positions."""
+        return positions if self._kept is None else self._kept[positions]
+
+    def position_of(self, rows: np.ndarray) -> np.ndarray:
+        """The positions of rows that were not deleted (-1 stays -1)."""
+        if self._kept is None:
+            return rows
+        return np.where(rows >= 0, rows - np.searchsorted(self._deleted, rows), -1)
 
     def rows(self, row_ids: np.ndarray, columns: list[str]) -> list[dict]:
-        """Metadata of the given rows, in the given order. Columns not already in memory are read from
-        the row groups that hold these rows only."""
+        """Metadata of the given positions, in the given order. Columns not already in memory are read
+        from the row groups that hold them only."""
         row_ids = np.asarray(row_ids, dtype=np.int64)
         picked = {name: self.column(name)[row_ids] for name in columns if name in self._columns}
         missing = [name for name in columns if name not in picked]
         if missing and len(row_ids):
-            sizes = [self._meta.metadata.row_group(g).num_rows for g in range(self._meta.metadata.num_row_groups)]
-            starts = np.concatenate([[0], np.cumsum(sizes)])
-            groups = np.searchsorted(starts, row_ids, side="right") - 1
-            needed = sorted_unique(groups)
-            base = np.concatenate([[0], np.cumsum([sizes[g] for g in needed])])[np.searchsorted(needed, groups)]
-            positions = base + row_ids - starts[groups]
-            with self._meta_lock, self._reading(META_FILE):
-                table = self._meta.read_row_groups(needed.tolist(), columns=missing)
-                picked.update({name: picked_values(table.column(name), positions) for name in missing})
+            rows = self.row_of(row_ids)
+            segment = np.searchsorted(self._starts, rows, side="right") - 1
+            if len(self._meta) == 1:
+                picked.update(self._read_rows(0, rows, missing))
+            else:
+                picked.update({name: np.empty(len(rows), dtype=object) for name in missing})
+                for number in sorted_unique(segment):
+                    at = np.flatnonzero(segment == number)
+                    found = self._read_rows(number, rows[at] - self._starts[number], missing)
+                    for name in missing:
+                        for i, value in zip(at, found[name]):
+                            picked[name][i] = value
         return [{name: picked[name][i] for name in columns} for i in range(len(row_ids))]
 
+    def _read_rows(self, segment: int, rows: np.ndarray, columns: list[str]) -> dict:
+        """`columns` of one segment's `rows`, read from the row groups that hold them."""
+        meta = self._meta[segment]
+        sizes = [meta.metadata.row_group(g).num_rows for g in range(meta.metadata.num_row_groups)]
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        groups = np.searchsorted(starts, rows, side="right") - 1
+        needed = sorted_unique(groups)
+        base = np.concatenate([[0], np.cumsum([sizes[g] for g in needed])])[np.searchsorted(needed, groups)]
+        positions = base + rows - starts[groups]
+        with self._meta_lock, self._reading(self.manifest.segments[segment]["meta"]):
+            table = meta.read_row_groups(needed.tolist(), columns=columns)
+            return {name: picked_values(table.column(name), positions) for name in columns}
+
     def search(self, queries: np.ndarray, k: int, row_filter: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, row ids) per query; with `row_filter`, only among those rows, and still k of
-        them whenever that many exist (the filter runs inside FAISS, not after it)."""
+        """Top-k (scores, positions) per query; with `row_filter` (positions), only among those, and still
+        k of them whenever that many exist (the filter runs inside FAISS, not after it)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        selector = None
+        selector = self._skip_deleted
         if row_filter is not None:
             k = min(k, len(row_filter))
             if self.approximate and len(row_filter) <= EXACT_FILTER_ROWS:
                 return self._exact_scan(queries, k, row_filter)
-            selector = faiss.IDSelectorBatch(np.asarray(row_filter, dtype=np.int64))
-        k = min(k, self.index.ntotal)
+            selector = faiss.IDSelectorBatch(self.row_of(np.asarray(row_filter, dtype=np.int64)))
+        k = min(k, len(self))
         if k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        scores, ids = search(self.index, queries, k, self.search_params, selector, exact_vectors=self.vectors)
-        if selector is not None and self.approximate and (ids < 0).any():
+        scores, ids = search(self.index, queries, k, self.search_params, selector, exact_vectors=self.searchable_rows)
+        if row_filter is not None and self.approximate and (ids < 0).any():
             # the probed part of an approximate index held fewer than k allowed rows: k exist, so scan them
             return self._exact_scan(queries, k, row_filter)
-        return scores, ids
+        return scores, self.position_of(ids)
 
-    def _exact_scan(self, queries: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rows = np.asarray(rows, dtype=np.int64)
-        scores, positions = faiss.knn(queries, self.vectors(rows), k, metric=faiss.METRIC_INNER_PRODUCT)
-        return scores, np.where(positions >= 0, rows[np.maximum(positions, 0)], -1)
+    def _exact_scan(self, queries: np.ndarray, k: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        positions = np.asarray(positions, dtype=np.int64)
+        scores, found = faiss.knn(queries, self.vectors(positions), k, metric=faiss.METRIC_INNER_PRODUCT)
+        return scores, np.where(found >= 0, positions[np.maximum(found, 0)], -1)
 
 
 def as_numpy(column: pa.ChunkedArray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Removing documents from an index without re-embedding anything."""
+"""Removing documents from an index without re-embedding anything: their rows are marked deleted where
+the index can be updated in place (engine.store.incremental), else the index is written without them."""
 
 from __future__ import annotations
 

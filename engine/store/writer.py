@@ -1,11 +1,12 @@
 """Writing an index version: each step writes one file into a staging directory beside the index, and
 the whole directory is swapped in at the end (engine.store.publish), so a failure at any step leaves the
-previous version as it was."""
+previous version as it was. A full write (write_index) fits, trains and computes everything; an update
+of an open index (rewrite_index) adds to what is there where engine.store.incremental can, else writes
+the whole index again."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
 from collections import Counter
@@ -15,7 +16,6 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from xlsearch.engine.ann.faiss_index import BuiltIndex, DeviceChoice, build_first_reaching, resolve_device, search
 from xlsearch.engine.ann.index_types import IndexPlan, plan_candidates
@@ -23,12 +23,14 @@ from xlsearch.engine.ann.neighbours import exact_neighbours
 from xlsearch.engine.embedders.spec import EmbedderSpec
 from xlsearch.engine.errors import StorageError
 from xlsearch.engine.ranking.margin import other_document_neighbours
-from xlsearch.engine.ranking.neighbourhoods import NEIGHBOURHOOD_FILE, neighbour_depth, scoring_neighbourhoods
+from xlsearch.engine.ranking.neighbourhoods import neighbour_depth
 from xlsearch.engine.ranking.neutral import METHOD, LanguageStats
-from xlsearch.engine.store.files import INDEX_FILE, META_FILE, REJECTS_FILE, ROW_GROUP_ROWS, VECTORS_FILE
+from xlsearch.engine.store.files import INDEX_FILE
+from xlsearch.engine.store.incremental import update_in_place
 from xlsearch.engine.store.manifest import Manifest, file_sha256, write_manifest
 from xlsearch.engine.store.publish import crash_point, new_staging, publish
 from xlsearch.engine.store.reader import IndexReader
+from xlsearch.engine.store.segments import write_neighbours, write_rejects, write_segment
 from xlsearch.engine.store.settings import IndexSettings
 
 
@@ -76,10 +78,9 @@ def write_index(directory: Path, vectors: np.ndarray, meta: pa.Table, provenance
         built = _write_faiss_index(staging, plans, searchable, device)
         if settings.uses_neighbourhoods:
             _write_neighbourhoods(staging, built, searchable, meta, settings.scoring)
-        meta = _write_metadata(staging, meta)
-        _write_vectors(staging, vectors)
-        _write_rejects(staging, rejects)
-        manifest = _manifest(staging, provenance, built, settings, meta, langs, stats, len(rejects))
+        segment, meta = write_segment(staging, 0, meta, vectors, first_row=0)
+        write_rejects(staging, rejects)
+        manifest = _manifest(staging, provenance, built, settings, meta, langs, stats, len(rejects), segment)
         write_manifest(staging, manifest)
         publish(staging, directory)
     except OSError as exc:
@@ -125,31 +126,11 @@ def _write_neighbourhoods(staging: Path, built: BuiltIndex, searchable: np.ndarr
 
         codes = np.unique(doc_ids, return_inverse=True)[1].ravel()
         scores, rows = other_document_neighbours(tuned_search, searchable, codes, depth)
-    np.save(staging / NEIGHBOURHOOD_FILE, scoring_neighbourhoods(scoring, scores, rows, meta.column("lang").to_pylist()))
-
-
-def _write_metadata(staging: Path, meta: pa.Table) -> pa.Table:
-    """meta.parquet, numbered afresh: row ids are positions in this version."""
-    if "row_id" in meta.column_names:
-        meta = meta.drop(["row_id"])
-    meta = meta.add_column(0, "row_id", pa.array(np.arange(len(meta), dtype=np.int64)))
-    pq.write_table(meta, staging / META_FILE, row_group_size=ROW_GROUP_ROWS)
-    crash_point("parquet")
-    return meta
-
-
-def _write_vectors(staging: Path, vectors: np.ndarray) -> None:
-    np.save(staging / VECTORS_FILE, vectors)
-
-
-def _write_rejects(staging: Path, rejects: list[dict]) -> None:
-    if rejects:
-        with open(staging / REJECTS_FILE, "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects)
+    write_neighbours(staging, scores, rows, scoring, meta.column("lang").to_pylist())
 
 
 def _manifest(staging: Path, provenance: Provenance, built: BuiltIndex, settings: IndexSettings,
-              meta: pa.Table, langs: np.ndarray, stats: LanguageStats | None, rejected: int) -> Manifest:
+              meta: pa.Table, langs: np.ndarray, stats: LanguageStats | None, rejected: int, segment: dict) -> Manifest:
     """The manifest of what staging holds, checksums and sizes of every file in it included."""
     languages = Counter(langs.tolist())
     files = sorted(os.listdir(staging))
@@ -168,6 +149,7 @@ def _manifest(staging: Path, provenance: Provenance, built: BuiltIndex, settings
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         checksums={name: file_sha256(staging / name) for name in files},
         sizes={name: (staging / name).stat().st_size for name in files},
+        segments=[segment], deleted=0, built_rows=int(len(meta)),
     )
 
 
@@ -183,16 +165,21 @@ def rewrite_index(index: IndexReader, keep: np.ndarray, vectors: np.ndarray | No
                   meta: pa.Table | None = None, rejects: list[dict] | None = None,
                   plans: list[IndexPlan] | None = None, provenance: Provenance | None = None,
                   device: DeviceChoice | None = None) -> Manifest:
-    """A new version of an open index: its rows where `keep` is true, then `vectors`/`meta` appended,
-    and `rejects` added to its list. Nothing is re-embedded: the raw vectors are kept, and language
-    statistics are fitted again. Without `plans`, the index type is chosen for the rows it will hold."""
+    """A new version of an open index (opened under the writer lock): its rows where `keep` (by position)
+    is true, then `vectors`/`meta` appended, and `rejects` added to its list. Nothing is re-embedded.
+    Where engine.store.incremental.update_in_place can, the change is added to what is there (its cost
+    follows the change); otherwise everything is written again from the raw vectors: language statistics
+    fitted again, the index type chosen for the rows it will hold (without `plans`), trained and tuned."""
+    device = device or resolve_device(index.settings.device)
+    plans = plans or plan_index(index.settings, int(keep.sum()) + (0 if vectors is None else len(vectors)), index.dim, device)
+    updated = update_in_place(index, keep, vectors, meta, rejects or [], plans[0], provenance or provenance_of(index))
+    if updated is not None:
+        return updated
     all_rejects = index.rejects() + (rejects or [])
     kept_vectors = np.asarray(index.raw_vectors())[keep]
     kept_meta = index.table().filter(pa.array(keep))
     if vectors is not None:
         kept_vectors = np.vstack([kept_vectors, vectors])
         kept_meta = pa.concat_tables([kept_meta, meta.cast(kept_meta.schema)])
-    device = device or resolve_device(index.settings.device)
-    plans = plans or plan_index(index.settings, len(kept_vectors), index.dim, device)
     return write_index(index.directory, kept_vectors, kept_meta, provenance or provenance_of(index), plans,
                        settings=index.settings, rejects=all_rejects, device=device.device)

@@ -1,0 +1,219 @@
+"""Updating an index by adding to what is there: the cost follows the change, not the index.
+
+- New vectors are added to the trained FAISS index (IVF: to their lists; HNSW: into the graph; flat:
+  appended), in the language-neutral form the last full build's statistics give. Nothing is retrained
+  or tuned again, and the statistics are not fitted again.
+- Deleted rows (a delete, or an appended id replacing its document) stay in FAISS and the segments,
+  listed in deleted.npy; readers skip them (engine.store.reader).
+- Neighbourhoods. A new row's k nearest rows of other documents are found exactly, by matrix products
+  of the new rows against every row kept, a block of rows at a time. The same products find every old
+  row whose k nearest change: a new row enters a row's k nearest exactly when its cosine beats that
+  row's k-th (stored in neighbour_scores.npy), so each block's products are compared with its rows'
+  k-th cosines and the rows that have a new neighbour merge it into their k. A row that had a deleted
+  row among its k nearest is searched again, through the updated index (as a full build does on the
+  CPU).
+- The version is the FAISS index written again (adding never rewrites the vectors' segments), a new
+  segment of the added rows, the earlier segments hard-linked, and the small per-row files.
+
+The statistics, lists and tuned depth stay those of the last full build: an update that would take the
+rows changed since past REBUILD_SHARE of the rows that build saw, that adds a language the statistics
+do not know, or that the index plan would now give another index type, writes the whole index again."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import shutil
+from collections import Counter
+
+import faiss
+import numpy as np
+import pyarrow as pa
+
+from xlsearch.engine.ann.faiss_index import ADD_BATCH, search
+from xlsearch.engine.ann.index_types import IndexPlan
+from xlsearch.engine.ann.neighbours import nearest_of_other_groups
+from xlsearch.engine.errors import StorageError
+from xlsearch.engine.ranking.neutral import STATS_FILE
+from xlsearch.engine.store.files import DELETED_FILE, INDEX_FILE, NEIGHBOUR_ROWS_FILE, NEIGHBOUR_SCORES_FILE
+from xlsearch.engine.store.manifest import Manifest, file_sha256, write_manifest
+from xlsearch.engine.store.publish import crash_point, new_staging, publish
+from xlsearch.engine.store.reader import IndexReader
+from xlsearch.engine.store.segments import link_files, write_neighbours, write_rejects, write_segment
+
+# Rows added or deleted since the last full build, as a share of the rows it wrote, beyond which an
+# update writes the whole index again (statistics fitted, lists trained, depth tuned on what is there).
+# The tolerances against a full build (bench.append) are measured at 1% appended.
+REBUILD_SHARE = 0.25
+# Cosines computed per matrix product of the new rows against a block of rows: 256 MB of float32
+BLOCK_COSINES = 1 << 26
+
+
+def update_in_place(index: IndexReader, keep: np.ndarray, vectors: np.ndarray | None, meta: pa.Table | None,
+                    rejects: list[dict], plan: IndexPlan, provenance) -> Manifest | None:
+    """The new version of `index` (opened under the writer lock) with the positions where `keep` is
+    false deleted and `vectors`/`meta` added, published; None when it cannot be updated in place
+    (module docstring) and must be written whole."""
+    vectors = np.zeros((0, index.dim), np.float32) if vectors is None else np.asarray(vectors, dtype=np.float32)
+    new_langs = np.asarray([] if meta is None else meta.column("lang").to_pylist(), dtype=object)
+    deleted = np.union1d(index.deleted_rows, index.row_of(np.flatnonzero(~keep))).astype(np.int64)
+    if not _can_update(index, plan, new_langs, len(vectors), len(deleted)):
+        return None
+    stats = index.language_stats
+    searchable = vectors if stats is None else stats.neutralize(vectors, new_langs)
+    first_new = index.rows_stored
+    ann = faiss.read_index(str(index.directory / INDEX_FILE))  # in memory: the reader's lists are mapped read-only
+    for start in range(0, len(searchable), ADD_BATCH):
+        ann.add(np.ascontiguousarray(searchable[start:start + ADD_BATCH]))
+    staging = new_staging(index.target)
+    try:
+        manifest = _write_version(staging, index, ann, keep, deleted, vectors, searchable, meta, rejects,
+                                  provenance, first_new)
+        publish(staging, index.target)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StorageError(f"cannot write index {index.target}: {exc.strerror or exc} ({exc.filename or staging}); "
+                           "the previous version is unchanged") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _can_update(index: IndexReader, plan: IndexPlan, new_langs: np.ndarray, added: int, deleted: int) -> bool:
+    m = index.manifest
+    if m.settings.uses_neighbourhoods and NEIGHBOUR_SCORES_FILE not in m.sizes:
+        return False  # written before neighbours were kept
+    if m.settings.language_neutral and index.language_stats is None:
+        return False  # too few of each language to fit statistics so far: the new rows may change that
+    if index.language_stats is not None and not set(new_langs.tolist()) <= set(index.language_stats.languages):
+        return False
+    if (plan.kind, plan.storage) != (m.index["kind"], m.index["storage"]) or (plan.kind == "factory" and plan.key != m.index["key"]):
+        return False
+    changed = index.rows_stored + added - m.built_rows + deleted
+    return changed <= REBUILD_SHARE * m.built_rows
+
+
+def _write_version(staging, index: IndexReader, ann: faiss.Index, keep: np.ndarray, deleted: np.ndarray,
+                   vectors: np.ndarray, searchable: np.ndarray, meta: pa.Table | None, rejects: list[dict],
+                   provenance, first_new: int) -> Manifest:
+    m = index.manifest
+    try:
+        faiss.write_index(ann, str(staging / INDEX_FILE))
+    except RuntimeError as exc:  # faiss reports a failed write (disk full) this way
+        raise OSError(str(exc).strip().splitlines()[-1]) from None
+    crash_point("faiss")
+    linked = [name for segment in m.segments for name in (segment["meta"], segment["vectors"])]
+    linked += [STATS_FILE] if STATS_FILE in m.sizes else []
+    link_files(index.directory, staging, linked)
+    segments = list(m.segments)
+    if len(vectors):
+        number = max(s["number"] for s in m.segments) + 1
+        segment, _ = write_segment(staging, number, meta.cast(index.meta_schema), vectors, first_new)
+        segments.append(segment)
+    if len(deleted):
+        np.save(staging / DELETED_FILE, deleted)
+    if m.settings.uses_neighbourhoods:
+        scores, rows = updated_neighbours(index, ann, keep, deleted, searchable, meta)
+        langs = index.row_column("lang").tolist() + ([] if meta is None else meta.column("lang").to_pylist())
+        write_neighbours(staging, scores, rows, m.settings.scoring, langs)
+    all_rejects = index.rejects() + rejects
+    write_rejects(staging, all_rejects)
+    manifest = _manifest(staging, index, keep, meta, provenance, segments, len(deleted), len(all_rejects), linked)
+    write_manifest(staging, manifest)
+    return manifest
+
+
+def updated_neighbours(index: IndexReader, ann: faiss.Index, keep: np.ndarray, deleted: np.ndarray,
+                       searchable: np.ndarray, meta: pa.Table | None) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's k nearest rows of other documents (scores, rows) after the update, k as deep as the
+    stored ones: those, changed where the new rows enter them (found exactly) or where a deleted row was
+    among them (searched again through `ann`, the updated index), and the new rows' own (found exactly)."""
+    scores = np.array(np.load(index.directory / NEIGHBOUR_SCORES_FILE, allow_pickle=False))
+    rows = np.array(np.load(index.directory / NEIGHBOUR_ROWS_FILE, allow_pickle=False))
+    k = scores.shape[1]
+    kept_rows = index.row_of(np.flatnonzero(keep))
+    first_new = index.rows_stored
+    new_scores = np.full((len(searchable), k), -np.inf, np.float32)
+    new_rows = np.full((len(searchable), k), -1, np.int64)
+    if len(searchable):
+        added = first_new + np.arange(len(searchable))
+        block_rows = max(1, BLOCK_COSINES // len(searchable))
+        new_docs = np.unique(np.asarray(meta.column("doc_id").to_pylist(), dtype=object), return_inverse=True)[1].ravel()
+        # new rows against new rows: other documents only (an appended document's chunks are all new), as
+        # deep as the longest new document has chunks
+        depth = min(k + int(np.bincount(new_docs).max()), len(searchable))
+        found, among = faiss.knn(searchable, searchable, depth, metric=faiss.METRIC_INNER_PRODUCT)
+        found, among = nearest_of_other_groups(found, among, new_docs, new_docs, k)
+        new_scores, new_rows = _merged(new_scores, new_rows, found, np.where(among >= 0, added[among], -1), k)
+        for start in range(0, len(kept_rows), block_rows):
+            block = kept_rows[start:start + block_rows]
+            block_vectors = index.searchable_rows(block)
+            # the new rows' k best of the block (faiss's k-selection: numpy's argpartition took 10x the product)
+            found, among = faiss.knn(searchable, block_vectors, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
+            new_scores, new_rows = _merged(new_scores, new_rows, found, np.where(among >= 0, block[among], -1), k)
+            cosines = searchable @ block_vectors.T  # new x block
+            entering = cosines > scores[block, k - 1][None, :]  # beats the row's k-th: enters its k nearest
+            changed = np.flatnonzero(entering.any(axis=0))
+            if len(changed):
+                offered = np.where(entering[:, changed], cosines[:, changed], -np.inf).T  # changed x new
+                scores[block[changed]], rows[block[changed]] = _merged(
+                    scores[block[changed]], rows[block[changed]], offered, added, k)
+    lost = kept_rows[np.isin(rows[kept_rows], deleted).any(axis=1)]
+    if len(lost):
+        scores[lost], rows[lost] = _searched_again(index, ann, lost, deleted, meta, k)
+    return np.vstack([scores, new_scores]), np.vstack([rows, new_rows])
+
+
+def _merged(scores: np.ndarray, rows: np.ndarray, offered: np.ndarray, offered_rows: np.ndarray,
+            k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each line's k best of its current (scores, rows) and the `offered` cosines, best first. `offered_rows`
+    names the rows offered: one per column (1-d), or per line and column (2-d); -inf where not offered."""
+    offered_ids = np.broadcast_to(offered_rows, offered.shape)
+    if offered.shape[1] > k:
+        top = np.argpartition(-offered, k - 1, axis=1)[:, :k]
+        offered, offered_ids = np.take_along_axis(offered, top, axis=1), np.take_along_axis(offered_ids, top, axis=1)
+    both_scores = np.hstack([scores, offered.astype(np.float32)])
+    both_rows = np.hstack([rows, np.where(np.isfinite(offered), offered_ids, -1)])
+    order = np.argsort(-both_scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(both_scores, order, axis=1), np.take_along_axis(both_rows, order, axis=1)
+
+
+def _searched_again(index: IndexReader, ann: faiss.Index, rows: np.ndarray, deleted: np.ndarray,
+                    meta: pa.Table | None, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest rows of other documents of old `rows`, through the updated index, deleted rows
+    skipped, as deep as the longest document has chunks (its own are looked past)."""
+    doc_ids = index.row_column("doc_id")
+    if meta is not None:
+        doc_ids = np.concatenate([doc_ids, np.asarray(meta.column("doc_id").to_pylist(), dtype=object)])
+    alive = np.ones(len(doc_ids), bool)
+    alive[deleted] = False
+    codes = np.unique(doc_ids, return_inverse=True)[1].ravel()
+    depth = min(k + int(np.bincount(codes[alive]).max()), int(alive.sum()))
+    skipped = faiss.IDSelectorBatch(deleted)  # held while the selector, which points to it, is used
+    found = search(ann, index.searchable_rows(rows), depth, index.search_params, faiss.IDSelectorNot(skipped))
+    return nearest_of_other_groups(*found, codes[rows], codes, k)
+
+
+def _manifest(staging, index: IndexReader, keep: np.ndarray, meta: pa.Table | None, provenance, segments: list[dict],
+              deleted: int, rejected: int, linked: list[str]) -> Manifest:
+    """The version's manifest: the files linked keep their checksums, the others are hashed."""
+    m = index.manifest
+    new_docs = [] if meta is None else meta.column("doc_id").to_pylist()
+    new_langs = [] if meta is None else meta.column("lang").to_pylist()
+    languages = Counter(m.languages)
+    languages.subtract(Counter(index.column("lang")[~keep].tolist()))
+    languages.update(new_langs)
+    languages = {lang: count for lang, count in languages.items() if count > 0}
+    documents = len(set(index.column("doc_id")[keep].tolist()) | set(new_docs))
+    files = sorted(p.name for p in staging.iterdir())
+    return dataclasses.replace(
+        m, corpora=provenance.corpora, skipped=provenance.skipped, documents=documents,
+        count=int(keep.sum()) + len(new_docs), rejected=rejected,
+        languages=dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
+        index={**m.index, "bytes": (staging / INDEX_FILE).stat().st_size},
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        checksums={name: m.checksums[name] if name in linked else file_sha256(staging / name) for name in files},
+        sizes={name: (staging / name).stat().st_size for name in files},
+        segments=segments, deleted=deleted,
+    )
