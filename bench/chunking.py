@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -66,9 +67,17 @@ def chunks_per_paragraph(paragraphs: ParagraphSet, policies: dict[str, ChunkPoli
     return rows
 
 
+def result_texts(index_dir: Path) -> list[str]:
+    """The chunks an index holds, as embedded."""
+    from xlsearch.engine.store.reader import IndexReader
+
+    return [str(text) for text in IndexReader(index_dir).column("text")]
+
+
 def build_times(paragraphs: ParagraphSet, sample: int, rounds: int, policies: dict[str, dict]) -> list[dict]:
     """`build_index` of `sample` alphabetic-script paragraphs (every k-th, all languages), each policy's
-    build in turn, with its chunk count and seconds."""
+    build in turn: its chunks, their tokens, wall seconds and the process's CPU seconds (the model's
+    threads included; steadier than wall time on a machine shared with other jobs)."""
     alphabetic = [p for p in paragraphs.paragraphs if not p.cjk]
     chosen = alphabetic[:: max(1, len(alphabetic) // sample)][:sample]
     rows = []
@@ -81,12 +90,13 @@ def build_times(paragraphs: ParagraphSet, sample: int, rounds: int, policies: di
         embedder.embed_documents(["warm-up"])
         for round_ in range(rounds):
             for name, sizes in policies.items():
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
                 result = build_index([str(corpus)], Path(work) / f"{name}{round_}", embedder, spec, **sizes)
-                seconds = time.perf_counter() - started
+                seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
                 rows.append({"policy": name, "round": round_, "paragraphs": len(chosen),
                              "characters": sum(len(p.text) for p in chosen), "chunks": result.manifest.count,
-                             "seconds": round(seconds, 1), "chunks_per_s": round(result.manifest.count / seconds, 2)})
+                             "tokens": sum(embedder.count_tokens(result_texts(Path(work) / f"{name}{round_}"))),
+                             "seconds": round(seconds, 1), "cpu_s": round(cpu, 1)})
                 print(rows[-1], flush=True)
     return rows
 
@@ -97,6 +107,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="4 paragraphs: a smoke test whose timings mean nothing")
     args = parser.parse_args()
+    # the model's threads wait passively: spinning, they count as CPU time and slow the jobs beside them
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     paragraphs = build_paragraph_set(TATOEBA)
     embedder = create_embedder("local")
     characters = ChunkPolicy.for_model(embedder.max_input_chars)  # the default before issue 18
