@@ -19,6 +19,7 @@ from xlsearch.engine.ann.index_types import IndexPlan
 from xlsearch.engine.embedders.spec import EmbedderSpec
 from xlsearch.engine.errors import IndexMismatchError, InputError
 from xlsearch.engine.languages import detect_lang, normalize_lang
+from xlsearch.engine.profiles import profile_for
 from xlsearch.engine.store.publish import writer_lock
 from xlsearch.engine.store.settings import IndexSettings
 from xlsearch.engine.store.writer import Provenance, plan_index, write_index
@@ -171,7 +172,10 @@ def _described(manifest: dict | None, asked: EmbedderSpec, dim: int, path: Path)
                 raise IndexMismatchError(f"were embedded with {manifest['model']!r} at {manifest['dim']} dims; "
                                          f"`{name}` asks for {mine!r}", field="embeddings", value=path)
         spec = replace(asked, api_key=None, cache=None).completed_by(built)
-        return spec, {"model": manifest["model"], "family": manifest["family"], "prompts": manifest["prompts"],
+        # the documents' prompt is the one they were embedded with; the queries' is the index's task's
+        queries = profile_for(manifest["model"], manifest["family"]).prompts(spec.task)["query"]
+        return spec, {"model": manifest["model"], "family": manifest["family"],
+                      "prompts": {**manifest["prompts"], "query": queries},
                       "chunking": manifest["chunking"], "corpora": manifest["corpora"]}
     made = replace(asked, cache=None).create()
     try:
@@ -179,7 +183,7 @@ def _described(manifest: dict | None, asked: EmbedderSpec, dim: int, path: Path)
             raise IndexMismatchError(f"has vectors of {dim} dims; {made.model!r} (the query model: `backend`, `model`, "
                                      f"`dim`) gives {made.dim}", field="embeddings", value=path)
         return replace(asked, api_key=None, cache=None).resolved(made), {
-            "model": made.model, "family": made.profile.family, "prompts": made.describe()["prompts"],
+            "model": made.model, "family": made.profile.family, "prompts": made.describe(asked.task)["prompts"],
             "chunking": ChunkPolicy.for_embedder(made).record(), "corpora": [str(path)]}
     finally:
         made.close()

@@ -143,3 +143,17 @@ def test_dedup_and_similar_with_a_task_ask_with_each_document_as_a_query_of_it(c
     with Index.open(index_dir) as opened:
         assert find_duplicates(opened.reader).groups
     assert len(qwen_server.inputs) == sent_before
+
+
+def test_an_index_built_from_shards_queries_with_its_own_task(tmp_path, qwen_server):
+    """Documents carry no instruction, so shards embedded once serve indexes of any task."""
+    corpus = write_jsonl(tmp_path / "titles.jsonl", DOCUMENTS)
+    server = ("--backend", "openai", "--endpoint", qwen_server.url, "--family", "qwen3-embedding", "--dim", "384",
+              "--no-cache")
+    embedded = xlsearch("embed", corpus, "--out", tmp_path / "shards", *server)
+    assert embedded.returncode == 0, embedded.stderr
+    built = xlsearch("index", "--embeddings", tmp_path / "shards", "--index", tmp_path / "index", "--task", "dedup")
+    assert built.returncode == 0, built.stderr
+    manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
+    assert manifest["embedder"]["task"] == DEDUP_TASK
+    assert manifest["prompts"] == {"query": instruction(DEDUP_TASK, "{text}"), "document": "{text}"}
