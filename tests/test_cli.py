@@ -32,7 +32,8 @@ def test_index_reports_what_it_indexed(demo_index):
     assert manifest["count"] >= 300
     assert {"zh", "en", "ja", "ko"} <= set(manifest["languages"]) and len(manifest["languages"]) >= 8
     assert manifest["model"] == "multilingual-e5-small-q4" and manifest["dim"] == 384
-    assert set(manifest["checksums"]) == {"index.faiss", "meta.parquet", "vectors.npy", "languages.npz", "neighbourhood.npy"}
+    assert set(manifest["checksums"]) == {"index.faiss", "meta.parquet", "vectors.npy", "languages.npz", "neighbourhood.npy",
+                                          "neighbour_scores.npy", "neighbour_rows.npy"}
     assert manifest["language_neutral"]["method"] == "center+lir1"
     assert len(manifest["language_neutral"]["languages"]) == 8
 
