@@ -165,8 +165,7 @@ def opened_for_task(index_dir: Path, embedder, task: Optional[str]):
             if opened.embedder.profile.takes_task:
                 from xlsearch.engine.apps.task_queries import rows_as_queries
 
-                def as_queries(rows, progress):
-                    return rows_as_queries(opened.reader, opened.embedder, opened.task, rows, progress)
+                as_queries = functools.partial(rows_as_queries, opened.reader, opened.embedder, opened.task)
         yield opened.reader, as_queries
 
 

@@ -4,7 +4,15 @@ import faiss
 import numpy as np
 import pytest
 
-from xlsearch.engine.ranking.neighbourhoods import document_neighbourhoods, margin_scores
+from xlsearch.engine.ranking.margin import other_document_neighbours
+from xlsearch.engine.ranking.neighbourhoods import margin_scores, neighbourhood_means
+
+
+def document_neighbourhoods(search, vectors, doc_ids, k):
+    """Each row's margin neighbourhood as the index writer computes it: its k nearest rows of other
+    documents, then their mean."""
+    codes = np.unique(np.asarray(doc_ids), return_inverse=True)[1]
+    return neighbourhood_means(other_document_neighbours(search, vectors, codes, k)[0], k)
 
 
 def flat_index(vectors):
@@ -36,7 +44,7 @@ def test_rows_without_other_documents_in_reach_get_the_median_neighbourhood():
 
     got = document_neighbourhoods(shallow_search, vectors, np.array(["a", "b", "c", "d"], dtype=object), k=1)
     assert np.all(np.isfinite(got))
-    single = document_neighbourhoods(index.search, vectors[:1], np.array(["a"], dtype=object))
+    single = document_neighbourhoods(index.search, vectors[:1], np.array(["a"], dtype=object), k=4)
     assert single.tolist() == [0.0]  # an index of one document: nothing to compare with, no discount
 
 

@@ -10,19 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from xlsearch.engine.ranking.margin import MARGIN_K, neighbourhood, other_document_neighbours, ratio_margin
+from xlsearch.engine.ranking.margin import MARGIN_K, neighbourhood, ratio_margin
 from xlsearch.engine.ranking.translations import PARALLEL_MARGIN, TRANSLATION_DEPTH, translations_left_out
 
 NEIGHBOURHOOD_FILE = "neighbourhood.npy"
 # Candidates re-ranked per query: as deep as eval's margin scoring looks
 RERANK_DEPTH = 32
-
-
-def document_neighbourhoods(search, vectors: np.ndarray, doc_ids: np.ndarray, k: int = MARGIN_K) -> np.ndarray:
-    """Each row's mean cosine to its k nearest rows of other documents (a document's own chunks overlap
-    it and would count as neighbours). `search(queries, n)` answers (scores, rows) from the index."""
-    codes = np.unique(np.asarray(doc_ids), return_inverse=True)[1]
-    return neighbourhood_means(other_document_neighbours(search, vectors, codes, k)[0], k)
 
 
 def neighbourhood_means(scores: np.ndarray, k: int = MARGIN_K) -> np.ndarray:
