@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from xlsearch.engine.errors import InputError, StorageError
+from xlsearch.engine.store.publish import fsync_dir
 
 MANIFEST = "manifest.json"
 SHARD_SUFFIX = ".parquet"
@@ -69,14 +70,6 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_shard(directory: Path, name: str, table: pa.Table, own: dict) -> ShardRecord:
     """Publish `table` as shard `name`, with `own` (input, documents, rejects, skipped) in its metadata:
     written and synced under a name of its own, then linked to `name`, which an existing shard keeps
@@ -91,7 +84,7 @@ def write_shard(directory: Path, name: str, table: pa.Table, own: dict) -> Shard
             os.fsync(handle.fileno())
         try:
             os.link(aside, directory / name)
-            _fsync_dir(directory)
+            fsync_dir(directory)
         except FileExistsError:
             pass
     except OSError as exc:

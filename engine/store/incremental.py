@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import shutil
 from collections import Counter
 
 import faiss
@@ -35,11 +34,10 @@ import pyarrow as pa
 from xlsearch.engine.ann.faiss_index import ADD_BATCH, search
 from xlsearch.engine.ann.index_types import IndexPlan
 from xlsearch.engine.ann.neighbours import nearest_of_other_groups
-from xlsearch.engine.errors import StorageError
 from xlsearch.engine.ranking.neutral import STATS_FILE
 from xlsearch.engine.store.files import DELETED_FILE, INDEX_FILE, NEIGHBOUR_ROWS_FILE, NEIGHBOUR_SCORES_FILE
 from xlsearch.engine.store.manifest import Manifest, file_sha256, write_manifest
-from xlsearch.engine.store.publish import crash_point, new_staging, publish
+from xlsearch.engine.store.publish import crash_point, staged_version
 from xlsearch.engine.store.reader import IndexReader
 from xlsearch.engine.store.segments import link_files, write_neighbours, write_rejects, write_segment
 
@@ -71,18 +69,9 @@ def update_in_place(index: IndexReader, keep: np.ndarray, vectors: np.ndarray | 
     ann = faiss.read_index(str(index.directory / INDEX_FILE))  # in memory: the reader's lists are mapped read-only
     for start in range(0, len(searchable), ADD_BATCH):
         ann.add(np.ascontiguousarray(searchable[start:start + ADD_BATCH]))
-    staging = new_staging(index.target)
-    try:
+    with staged_version(index.target) as staging:
         manifest = _write_version(staging, index, ann, keep, deleted, vectors, searchable, meta, rejects,
                                   provenance, first_new)
-        publish(staging, index.target)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise StorageError(f"cannot write index {index.target}: {exc.strerror or exc} ({exc.filename or staging}); "
-                           "the previous version is unchanged") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
 
 

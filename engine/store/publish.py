@@ -33,7 +33,8 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a rename, a new file) durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -108,19 +109,39 @@ def new_staging(target: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
 
 
+@contextmanager
+def staged_version(target: Path) -> Iterator[Path]:
+    """A staging directory for the next version of `target`, published when the block ends. When the block
+    fails the staging directory is removed and the previous version stays; an OSError becomes one line."""
+    try:
+        staging = new_staging(target)
+    except OSError as exc:
+        raise StorageError(f"cannot write index {target}: {exc.strerror} ({exc.filename})") from None
+    try:
+        yield staging
+        publish(staging, target)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StorageError(f"cannot write index {target}: {exc.strerror or exc} ({exc.filename or staging}); "
+                           "the previous version is unchanged") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def publish(staging: Path, target: Path) -> None:
     """Swap a complete staging directory in for `target`. A crash before the first rename leaves the old
     version in place; between the renames, `published` still finds it; after, the new one is there."""
     for name in os.listdir(staging):
         with open(staging / name, "rb") as handle:
             os.fsync(handle.fileno())
-    _fsync_dir(staging)
+    fsync_dir(staging)
     retired = None
     if target.exists():
         retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
         os.rename(target, retired / target.name)
     crash_point("publish")
     os.rename(staging, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     if retired is not None:
         shutil.rmtree(retired, ignore_errors=True)

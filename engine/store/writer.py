@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,14 +20,13 @@ from xlsearch.engine.ann.faiss_index import BuiltIndex, DeviceChoice, build_firs
 from xlsearch.engine.ann.index_types import IndexPlan, plan_candidates
 from xlsearch.engine.ann.neighbours import exact_neighbours
 from xlsearch.engine.embedders.spec import EmbedderSpec
-from xlsearch.engine.errors import StorageError
 from xlsearch.engine.ranking.margin import other_document_neighbours
 from xlsearch.engine.ranking.neighbourhoods import neighbour_depth
 from xlsearch.engine.ranking.neutral import METHOD, LanguageStats
 from xlsearch.engine.store.files import INDEX_FILE
 from xlsearch.engine.store.incremental import update_in_place
 from xlsearch.engine.store.manifest import Manifest, file_sha256, write_manifest
-from xlsearch.engine.store.publish import crash_point, new_staging, publish
+from xlsearch.engine.store.publish import crash_point, staged_version
 from xlsearch.engine.store.reader import IndexReader
 from xlsearch.engine.store.segments import write_neighbours, write_rejects, write_segment
 from xlsearch.engine.store.settings import IndexSettings
@@ -67,11 +65,7 @@ def write_index(directory: Path, vectors: np.ndarray, meta: pa.Table, provenance
     directory = Path(directory)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     rejects = rejects or []
-    try:
-        staging = new_staging(directory)
-    except OSError as exc:
-        raise StorageError(f"cannot write index {directory}: {exc.strerror} ({exc.filename})") from None
-    try:
+    with staged_version(directory) as staging:
         langs = np.asarray(meta.column("lang").to_pylist())
         stats = _write_language_stats(staging, vectors, langs, settings)
         searchable = vectors if stats is None else stats.neutralize(vectors, langs)
@@ -82,14 +76,6 @@ def write_index(directory: Path, vectors: np.ndarray, meta: pa.Table, provenance
         write_rejects(staging, rejects)
         manifest = _manifest(staging, provenance, built, settings, meta, langs, stats, len(rejects), segment)
         write_manifest(staging, manifest)
-        publish(staging, directory)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise StorageError(f"cannot write index {directory}: {exc.strerror or exc} ({exc.filename or staging}); "
-                           "the previous version is unchanged") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
 
 
