@@ -25,6 +25,14 @@ app = typer.Typer(
 
 IndexDir = Annotated[Path, typer.Option("--index", "-i", help="Index directory.")]
 Format = Annotated[str, typer.Option("--format", "-f", help="table, json or jsonl.")]
+# What `index` and `embed` both read a corpus with
+TextField = Annotated[str, typer.Option(help="Field holding the text.")]
+IdField = Annotated[str, typer.Option(help="Field holding the id (else source:row).")]
+LangField = Annotated[str, typer.Option(help="Field holding the language code.")]
+Lang = Annotated[Optional[str], typer.Option(help="Language of records that carry none (else detected).")]
+Strict = Annotated[bool, typer.Option(help="Stop at the first input a server refuses, instead of skipping it.")]
+ChunkSize = Annotated[Optional[int], typer.Option(min=16, help="Characters per chunk of a long document (default: chunks counted in the model's tokens, up to its and its servers' input limit).")]
+ChunkOverlap = Annotated[Optional[int], typer.Option(min=0, help="Characters shared by consecutive chunks (default: an eighth of a chunk).")]
 
 # The embedding backend's options, one EmbedderSpec: declared once, shown as one panel in --help
 BACKEND_PANEL = "Embedding backend"
@@ -187,14 +195,14 @@ def index(
     corpus: Annotated[Optional[list[str]], typer.Argument(help="Files, directories or hf:NAME[:CONFIG][:SPLIT].")] = None,
     index_dir: IndexDir = ...,
     embeddings: Annotated[Optional[Path], typer.Option(help="Build from embedding shards instead of a corpus, embedding nothing: `xlsearch embed`'s directory, or Parquet files with id, text and vector (then --backend/--model/--dim name the query model).")] = None,
-    text_field: Annotated[str, typer.Option(help="Field holding the text.")] = "text",
-    id_field: Annotated[str, typer.Option(help="Field holding the id (else source:row).")] = "id",
-    lang_field: Annotated[str, typer.Option(help="Field holding the language code.")] = "lang",
-    lang: Annotated[Optional[str], typer.Option(help="Language of records that carry none (else detected).")] = None,
-    strict: Annotated[bool, typer.Option(help="Stop at the first input a server refuses, instead of skipping it.")] = False,
+    text_field: TextField = "text",
+    id_field: IdField = "id",
+    lang_field: LangField = "lang",
+    lang: Lang = None,
+    strict: Strict = False,
     max_rejects: Annotated[Optional[int], typer.Option(min=0, help="Inputs a server may refuse (left out, listed in rejects.jsonl) before the build stops with exit 1 (default: 0 with --strict, else no limit).")] = None,
-    chunk_size: Annotated[Optional[int], typer.Option(min=16, help="Characters per chunk of a long document (default: chunks counted in the model's tokens, up to its and its servers' input limit).")] = None,
-    chunk_overlap: Annotated[Optional[int], typer.Option(min=0, help="Characters shared by consecutive chunks (default: an eighth of a chunk).")] = None,
+    chunk_size: ChunkSize = None,
+    chunk_overlap: ChunkOverlap = None,
     language_neutral: Annotated[bool, typer.Option(help="Rank by meaning across languages (indexes of 2+ languages).")] = True,
     scoring: Annotated[str, typer.Option(help="parallel-margin (margin, each document's translations left out of its neighbours), margin (cosine relative to both sides' nearest neighbours) or cosine.")] = "parallel-margin",
     index_type: Annotated[str, typer.Option(help="auto, flat, hnsw, ivf, ivfpq, or a FAISS factory string.")] = "auto",
@@ -277,14 +285,14 @@ def index(
 def embed(
     corpus: Annotated[list[str], typer.Argument(help="Files, directories or hf:NAME[:CONFIG][:SPLIT].")],
     out: Annotated[Path, typer.Option(help="Directory of the embedding shards (Parquet) and their manifest.json.")],
-    text_field: Annotated[str, typer.Option(help="Field holding the text.")] = "text",
-    id_field: Annotated[str, typer.Option(help="Field holding the id (else source:row).")] = "id",
-    lang_field: Annotated[str, typer.Option(help="Field holding the language code.")] = "lang",
-    lang: Annotated[Optional[str], typer.Option(help="Language of records that carry none (else detected).")] = None,
-    strict: Annotated[bool, typer.Option(help="Stop at the first input a server refuses, instead of skipping it.")] = False,
+    text_field: TextField = "text",
+    id_field: IdField = "id",
+    lang_field: LangField = "lang",
+    lang: Lang = None,
+    strict: Strict = False,
     max_rejects: Annotated[Optional[int], typer.Option(min=0, help="Inputs a server may refuse (left out, listed by shard) before the job stops with exit 1 (default: 0 with --strict, else no limit).")] = None,
-    chunk_size: Annotated[Optional[int], typer.Option(min=16, help="Characters per chunk of a long document (default: what always fits the model's and its servers' input limit).")] = None,
-    chunk_overlap: Annotated[Optional[int], typer.Option(min=0, help="Characters shared by consecutive chunks (default: an eighth of a chunk).")] = None,
+    chunk_size: ChunkSize = None,
+    chunk_overlap: ChunkOverlap = None,
     shard_size: Annotated[int, typer.Option(min=1, help="Documents per shard: a killed job loses at most the shards in flight.")] = 10_000,
     ray: Annotated[Optional[str], typer.Option(is_flag=False, flag_value="", metavar="[ADDRESS]", help="Run on Ray Data: a local Ray on this machine, or the cluster at ADDRESS.")] = None,
     actors: Annotated[Optional[int], typer.Option(min=1, help="Embedding actors under --ray (default: a CPU each for the local model, one per --endpoint for openai).")] = None,
