@@ -114,7 +114,9 @@ def serve_load(quick: bool) -> list[dict]:
 def embed_throughput(quick: bool) -> dict:
     from bench import embed_throughput as bench
 
-    row = bench.run(200 if quick else 2_000)
+    # 10,000: Ray pays a fixed cost per job (about 11 s quiet, 22 s loaded); from about 7,500 sentences on
+    # this machine quiet its job is within 15% of in-process, at 2,000 the fixed cost is most of it (README)
+    row = bench.run(200 if quick else 10_000)
     table("xlsearch embed: in-process vs Ray Data on this machine (local model, no cache)", [row], list(row))
     stages = [bench.cpu_stages(2_000 if quick else 20_000, dim) for dim in (384, 2_560)]
     table("xlsearch embed's CPU stages on one core: read, chunk, write shards (no model)", stages, list(stages[0]))

@@ -6,7 +6,7 @@ On Ray the local model runs as an actor per CPU of one thread each, in-process a
 threads. Both jobs write the same shards (checked by their checksums). Each mode runs at two sizes: the
 difference is its rate once running, the rest its fixed cost per job.
 
-    python -m bench.embed_throughput [--count 2000]"""
+    python -m bench.embed_throughput [--count 10000]"""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def cpu_stages(count: int, dim: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--count", type=int, default=2_000)
+    parser.add_argument("--count", type=int, default=10_000)
     row = run(parser.parse_args().count)
     print(json.dumps(row, indent=2))
 
