@@ -231,7 +231,9 @@ def index(
     settings = IndexSettings(language_neutral=language_neutral, scoring=scoring, index_type=index_type, storage=storage,
                              max_memory=parse_bytes(max_memory) if max_memory else None, device=device)
     started = time.perf_counter()
-    with progress_bar("embedding", unit="chunks") as progress:
+    # shards are read, not embedded: no embedding bar to leave at 0/?
+    embedding = progress_bar("embedding", unit="chunks") if embeddings is None else contextlib.nullcontext()
+    with embedding as progress:
         result = Index.build(corpus, index_dir, replace(embedder, task=task), fields=fields, settings=settings, chunk_size=chunk_size,
                              chunk_overlap=chunk_overlap, strict=strict, max_rejects=max_rejects, append=append, progress=progress,
                              on_plan=lambda plan: typer.echo(f"Index plan: {plan.describe()}", err=True),
