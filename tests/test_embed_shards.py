@@ -133,6 +133,7 @@ def killed_after_first_shard(command) -> None:
     assert process.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("on_ray", [False, True], ids=["in-process", "ray"])
 def test_a_killed_job_resumes_to_every_id_once_and_the_clean_vectors(corpus, clean, tmp_path, request, on_ray):
     out = tmp_path / "emb"
@@ -150,6 +151,7 @@ def test_a_killed_job_resumes_to_every_id_once_and_the_clean_vectors(corpus, cle
     assert_same_rows(out, clean)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="finds the actor's process in /proc")
 def test_ray_gives_the_in_process_rows_and_vectors_when_an_embedding_actor_dies(corpus, clean, ray_address, tmp_path):
     """The same job on Ray (2 CPUs: 2 actors of one thread each, against one process of two threads),
