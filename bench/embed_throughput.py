@@ -75,7 +75,7 @@ def run(count: int) -> dict:
             for size in sizes:
                 corpus = write_corpus(root / str(size), size)
                 shard_size = -(-size // SHARDS)
-                for mode, extra in (("in_process", ()), ("ray", ("--ray", context.address_info["gcs_address"]))):
+                for mode, extra in (("in_process", ()), ("ray", ("--ray-address", context.address_info["gcs_address"]))):
                     seconds[mode, size] = timed_embed(corpus, root / str(size) / mode, shard_size, *extra)
                 same &= checksums(root / str(size) / "in_process") == checksums(root / str(size) / "ray")
         finally:

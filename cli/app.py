@@ -296,7 +296,8 @@ def embed(
     chunk_size: ChunkSize = None,
     chunk_overlap: ChunkOverlap = None,
     shard_size: Annotated[int, typer.Option(min=1, help="Documents per shard: a killed job loses at most the shards in flight.")] = 10_000,
-    ray: Annotated[Optional[str], typer.Option(is_flag=False, flag_value="", metavar="[ADDRESS]", help="Run on Ray Data: a local Ray on this machine, or the cluster at ADDRESS.")] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Run on Ray Data: a local Ray started on this machine, or the cluster of --ray-address.")] = False,
+    ray_address: Annotated[Optional[str], typer.Option(help="The Ray cluster to run on, e.g. head:6379 (implies --ray).")] = None,
     actors: Annotated[Optional[int], typer.Option(min=1, help="Embedding actors under --ray (default: a CPU each for the local model, one per --endpoint for openai).")] = None,
     fmt: Format = "table",
     embedder=None,
@@ -311,7 +312,7 @@ def embed(
     started = time.perf_counter()
     with progress_bar("embedding", unit="chunks") as progress:
         result = embed_corpora(corpus, out, embedder, fields, shard_documents=shard_size, chunk_size=chunk_size,
-                               chunk_overlap=chunk_overlap, strict=strict, max_rejects=max_rejects, ray=ray, actors=actors,
+                               chunk_overlap=chunk_overlap, strict=strict, max_rejects=max_rejects, ray=ray_address if ray_address else ("" if ray else None), actors=actors,
                                progress=progress, on_embedder=lambda made: progress.show_stats(lambda: made.stats),
                                on_notice=lambda line: typer.echo(f"note: {line}", err=True))
     manifest = result.manifest

@@ -21,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from testkit.fault_proxy import FaultProxy
+from testkit.indexes import write_jsonl
 from xlsearch.cli.app import app
 from tests.conftest import ROOT, TATOEBA, assert_clean_failure, xlsearch
 
@@ -141,7 +142,7 @@ def killed_after_first_shard(command) -> None:
 @pytest.mark.parametrize("on_ray", [False, True], ids=["in-process", "ray"])
 def test_a_killed_job_resumes_to_every_id_once_and_the_clean_vectors(corpus, clean, tmp_path, request, on_ray):
     out = tmp_path / "emb"
-    ray = ["--ray", request.getfixturevalue("ray_address")] if on_ray else []
+    ray = ["--ray-address", request.getfixturevalue("ray_address")] if on_ray else []
     killed_after_first_shard(embed_command(corpus, out, *ray))
     published = sorted(p.name for p in out.glob("shard-*.parquet"))
     assert 1 <= len(published) < 8
@@ -159,22 +160,21 @@ def test_a_killed_job_resumes_to_every_id_once_and_the_clean_vectors(corpus, cle
 @pytest.mark.skipif(sys.platform != "linux", reason="finds the actor's process in /proc")
 def test_ray_gives_the_in_process_rows_and_vectors_when_an_embedding_actor_dies(corpus, clean, ray_address, tmp_path):
     """The same job on Ray (2 CPUs: 2 actors of one thread each, against one process of two threads),
-    one of its embedding actors killed once the first shard is published: Ray starts another and the
-    part it held is embedded again."""
+    one of its embedding actors killed as soon as it is found: Ray starts another and the part it held
+    is embedded again. Not after the first shard: the rest of the job may end, its actors with it, before
+    they are looked for (seen beside 4 busy processes)."""
     import ray
 
     out = tmp_path / "emb"
     raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
     stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
     with open(stdout, "w") as out_file, open(stderr, "w") as err_file:
-        process = subprocess.Popen(embed_command(corpus, out, "--ray", ray_address), cwd=ROOT, stdout=out_file,
+        process = subprocess.Popen(embed_command(corpus, out, "--ray-address", ray_address), cwd=ROOT, stdout=out_file,
                                    stderr=err_file)
         try:
-            while not glob.glob(str(out / "shard-*.parquet")):
+            while not (actors := embedding_actors(raylet)):  # the job cannot end without them
                 assert process.poll() is None, stderr.read_text()
                 time.sleep(0.01)
-            actors = embedding_actors(raylet)
-            assert actors
             os.kill(actors[0], signal.SIGKILL)
             process.wait(timeout=300)
         finally:
@@ -245,9 +245,21 @@ def test_on_ray_a_refusal_past_the_limit_stops_the_job_with_the_engines_message(
         # in-process command (CliRunner's, closed since) and reports failing to write to it
         strict = xlsearch("embed", poisoned_corpus(tmp_path), "--out", tmp_path / "emb", "--backend", "openai",
                           "--endpoint", proxy.url, "--batch-size", "4", "--shard-size", "8", "--no-cache", "--strict",
-                          "--ray", ray_address)
+                          "--ray-address", ray_address)
     assert_clean_failure(strict, "document 'd3' was refused: input contains forbidden token POISON-E (--strict)", code=1)
     assert not (tmp_path / "emb" / "shard-00000-00000.parquet").exists()
+
+
+@pytest.mark.slow
+def test_ray_alone_starts_a_local_ray_for_the_job(tmp_path):
+    """`--ray` with no address: the command starts a Ray on this machine and stops it when done."""
+    corpus = write_jsonl(tmp_path / "docs.jsonl", [{"id": f"d{i}", "lang": "en", "text": f"plain document {i}"}
+                                                   for i in range(12)])
+    env = {**os.environ, "RAY_worker_niceness": "0"}
+    done = subprocess.run(embed_command(corpus, tmp_path / "emb", "--ray"), cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["documents"] == 12 and len(shards(tmp_path / "emb")) == 12
 
 
 def test_an_index_from_shards_answers_as_one_from_the_corpus(corpus, clean, tmp_path):
