@@ -18,15 +18,14 @@ import numpy as np
 from xlsearch.engine.embedders.base import Embedder
 from xlsearch.engine.embedders.endpoints import DEFAULT_MAX_OUTAGE, Endpoint, EndpointPool, backoff
 from xlsearch.engine.embedders.limits import chars_within, longest_prefix, shown, token_counter
-from xlsearch.engine.embedders.wire import MalformedResponse, normalize_endpoint, parse_embeddings, server_message
+from xlsearch.engine.embedders.wire import (REJECTING_STATUS, MalformedResponse, is_retried, normalize_endpoint,
+                                            parse_embeddings, retry_after, server_message)
 from xlsearch.engine.errors import BackendError, InputError
 from xlsearch.engine.profiles import profile_for
 from xlsearch.engine.vectors import normalize_rows, truncate
 
 DEFAULT_BATCH_SIZE = 32  # TEI's default limit of inputs per request
 PROBE_TIMEOUT = 5.0  # seconds for the health probe before a job: a dead URL fails fast
-REJECTING_STATUS = {400, 413, 422}  # the input is at fault: never retried, bisected instead
-RETRYING_STATUS = {408, 409, 425, 429}  # and every 5xx
 # The server (or the router or gateway before it) takes no work now: SGLang's full queue and its start-up,
 # sglang-router with no live worker. Like an unreachable server, these are waited out when every server
 # answers so, rather than counted against one request's tries.
@@ -55,13 +54,6 @@ class _Rejected(Exception):
 
 class _DimensionsRefused(Exception):
     pass
-
-
-def _retry_after(headers) -> float | None:
-    try:
-        return float(headers.get("retry-after"))
-    except (TypeError, ValueError):
-        return None
 
 
 def _refuses_dimensions(reason: str) -> bool:
@@ -220,14 +212,14 @@ class OpenAIEmbedder(Embedder):
             )
         except self._openai.APIStatusError as exc:
             message, status = self._describe(endpoint, exc), exc.status_code
-            if status in REJECTING_STATUS:
+            if status in REJECTING_STATUS:  # bisected to the inputs at fault
                 reason = server_message(exc.body)
                 if dimensions and _refuses_dimensions(reason):
                     raise _DimensionsRefused() from None
                 raise _Rejected(reason) from None
-            if status in RETRYING_STATUS or status >= 500:
+            if is_retried(status):
                 # 429 means busy, not broken: back off without resting the server
-                raise _Retryable(message, _retry_after(exc.response.headers), rest_server=status != 429,
+                raise _Retryable(message, retry_after(exc.response.headers), rest_server=status != 429,
                                  down=status in DOWN_STATUS) from None
             raise BackendError(message) from None
         except self._openai.APIConnectionError as exc:  # timeouts and resets included

@@ -10,6 +10,22 @@ import numpy as np
 
 from xlsearch.engine.errors import InputError
 
+REJECTING_STATUS = {400, 413, 422}  # the input is at fault: never retried
+RETRYING_STATUS = {408, 409, 425, 429}  # and every 5xx
+
+
+def is_retried(status: int) -> bool:
+    """Whether an answer of `status` is tried again (the server busy or failing, not the input at fault)."""
+    return status in RETRYING_STATUS or status >= 500
+
+
+def retry_after(headers) -> float | None:
+    """The seconds a server's Retry-After header asks for, if it gives a number."""
+    try:
+        return float(headers.get("retry-after"))
+    except (TypeError, ValueError):
+        return None
+
 
 def normalize_endpoint(url: str) -> str:
     """`http://host:30000` and `http://host:30000/v1/` both become `http://host:30000/v1`."""

@@ -14,8 +14,8 @@ import urllib.request
 
 from xlsearch.engine.embedders.endpoints import backoff
 from xlsearch.engine.embedders.limits import shown
-from xlsearch.engine.embedders.openai_api import DEFAULT_BATCH_SIZE, REJECTING_STATUS, RETRYING_STATUS, _retry_after
-from xlsearch.engine.embedders.wire import MalformedResponse, server_message
+from xlsearch.engine.embedders.openai_api import DEFAULT_BATCH_SIZE
+from xlsearch.engine.embedders.wire import REJECTING_STATUS, MalformedResponse, is_retried, retry_after, server_message
 from xlsearch.engine.errors import BackendError, InputError
 from xlsearch.engine.rerank.dialects import candidate_urls, parse_scores, request_body
 from xlsearch.engine.rerank.spec import RerankSpec
@@ -74,7 +74,7 @@ class RerankClient:
     def _with_retries(self, url: str, body: bytes, expected: int, query: str, finding: bool = False) -> list[float]:
         attempt = 0
         while True:
-            retry_after = None
+            wait = None
             try:
                 status, content, headers = self._send(url, body)
             except TimeoutError:
@@ -96,11 +96,11 @@ class RerankClient:
                     raise _NotHere()
                 elif status in REJECTING_STATUS:
                     raise InputError(f"query {shown(query)} was refused by reranker {url}: {server_message(content)}")
-                elif status in RETRYING_STATUS or status >= 500:
-                    last, retry_after = f"reranker {url} answered {status}: {server_message(content)}", _retry_after(headers)
+                elif is_retried(status):
+                    last, wait = f"reranker {url} answered {status}: {server_message(content)}", retry_after(headers)
                 else:
                     raise BackendError(f"reranker {url} answered {status}: {server_message(content)}")
             if attempt >= self.spec.max_retries:
                 raise BackendError(f"gave up after {attempt + 1} tries: {last}")
-            time.sleep(backoff(attempt, BACKOFF_BASE, retry_after))
+            time.sleep(backoff(attempt, BACKOFF_BASE, wait))
             attempt += 1
