@@ -14,7 +14,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from xlsearch.engine.ann.faiss_index import resolve_device
 from xlsearch.engine.ann.index_types import IndexPlan
 from xlsearch.engine.embedders.spec import EmbedderSpec
 from xlsearch.engine.errors import IndexMismatchError, InputError
@@ -22,11 +21,11 @@ from xlsearch.engine.languages import detect_lang, normalize_lang
 from xlsearch.engine.profiles import profile_for
 from xlsearch.engine.store.publish import writer_lock
 from xlsearch.engine.store.settings import IndexSettings
-from xlsearch.engine.store.writer import Provenance, plan_index, write_index
+from xlsearch.engine.store.writer import Provenance, write_index
 from xlsearch.engine.vectors import normalize_rows
 from xlsearch.indexer.chunking import ChunkPolicy
 from xlsearch.indexer.mapper import MappingReport
-from xlsearch.indexer.pipeline import BuildResult
+from xlsearch.indexer.pipeline import BuildResult, planned_build
 from xlsearch.indexer.shard_files import SHARD_SUFFIX, file_sha256, read_manifest, shard_own
 
 REQUIRED = ("id", "text", "vector")
@@ -206,12 +205,7 @@ def build_from_embeddings(path: Path, index_dir: Path, asked: EmbedderSpec = Emb
                             prompts=described["prompts"], corpora=described["corpora"], chunking=described["chunking"],
                             skipped=dict(shards.report.skipped))
     with writer_lock(index_dir):
-        device = resolve_device(settings.device)
-        if device.notice and on_notice:
-            on_notice(device.notice)
-        plans = plan_index(settings, len(shards.vectors), shards.vectors.shape[1], device)
-        if on_plan:
-            on_plan(plans[0])
+        device, plans = planned_build(settings, len(shards.vectors), shards.vectors.shape[1], on_plan, on_notice)
         written = write_index(index_dir, shards.vectors, shards.meta, provenance, plans, settings=settings,
                               rejects=shards.rejects, device=device.device)
     return BuildResult(manifest=written, report=shards.report, rejects=shards.rejects, embedded=0, from_cache=0,

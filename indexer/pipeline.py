@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from xlsearch.engine.ann.faiss_index import resolve_device
+from xlsearch.engine.ann.faiss_index import DeviceChoice, resolve_device
 from xlsearch.engine.ann.index_types import IndexPlan
 from xlsearch.engine.embedders.base import Embedder
 from xlsearch.engine.embedders.spec import EmbedderSpec
@@ -118,6 +118,19 @@ def too_many_refused(rejects: list[dict], limit: int, strict: bool) -> BackendEr
     return BackendError(f"{refused}; {len(rejects)} inputs refused, more than `max_rejects` ({limit})")
 
 
+def planned_build(settings: IndexSettings, count: int, dim: int, on_plan: Callable[[IndexPlan], None] | None,
+                  on_notice: Callable[[str], None] | None) -> tuple[DeviceChoice, list[IndexPlan]]:
+    """The device and the index plans for `count` vectors of `dim`, chosen before any work: why a GPU
+    present is left unused goes to `on_notice`, the plan chosen to `on_plan`."""
+    device = resolve_device(settings.device)
+    if device.notice and on_notice:
+        on_notice(device.notice)
+    plans = plan_index(settings, count, dim, device)
+    if on_plan:
+        on_plan(plans[0])
+    return device, plans
+
+
 def build_index(
     corpora: list[str],
     index_dir: Path,
@@ -160,12 +173,8 @@ def build_index(
         else:
             policy = ChunkPolicy.for_embedder(embedder, chunk_size, chunk_overlap)
         planned_chunks = count_chunks(corpora, fields, policy)
-        device = resolve_device(settings.device)
-        if device.notice and on_notice:
-            on_notice(device.notice)
-        plans = plan_index(settings, planned_chunks + (len(existing) if existing is not None else 0), embedder.dim, device)
-        if on_plan:
-            on_plan(plans[0])
+        count = planned_chunks + (len(existing) if existing is not None else 0)
+        device, plans = planned_build(settings, count, embedder.dim, on_plan, on_notice)
         report = MappingReport()
         chunks: list[Chunk] = []
         parts: list[np.ndarray] = []
