@@ -15,7 +15,8 @@ import numpy as np
 from xlsearch.engine.embedders.base import Embedder
 from xlsearch.indexer.chunking import ChunkPolicy
 from xlsearch.indexer.mapper import FieldMap, MappingReport, map_records
-from xlsearch.indexer.pipeline import Chunk, chunk_documents, meta_table, refused_chunks, too_many_refused
+from xlsearch.indexer.pipeline import (Chunk, chunk_documents, meta_table, refused_chunks, too_many_refused,
+                                       without_refused)
 from xlsearch.indexer.readers import read_records
 from xlsearch.indexer.shard_files import ShardRecord, shard_name, shard_table, write_shard
 
@@ -82,8 +83,7 @@ def embed_part(embedder: Embedder, part: Part, window: int, limit: int | None = 
     chunks = part.chunks
     matrix = np.vstack(vectors) if vectors else np.zeros((0, embedder.dim), np.float32)
     if rejects:
-        kept = np.isfinite(matrix).all(axis=1)
-        matrix, chunks = matrix[kept], [c for c, keep in zip(chunks, kept) if keep]
+        matrix, chunks = without_refused(matrix, chunks)
     table = shard_table(meta_table(chunks), matrix.reshape(len(chunks), embedder.dim))
     own = {"input": part.input, "documents": part.documents, "rejects": rejects, "skipped": part.skipped,
            "model": embedder.model, "dim": embedder.dim}

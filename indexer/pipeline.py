@@ -109,6 +109,12 @@ def refused_chunks(embedder: Embedder, chunks: list[Chunk], vectors: np.ndarray)
     return rejects
 
 
+def without_refused(vectors: np.ndarray, chunks: list[Chunk]) -> tuple[np.ndarray, list[Chunk]]:
+    """The vectors and chunks less those a server refused (NaN rows)."""
+    kept = np.isfinite(vectors).all(axis=1)
+    return vectors[kept], [chunk for chunk, keep in zip(chunks, kept) if keep]
+
+
 def too_many_refused(rejects: list[dict], limit: int, strict: bool) -> BackendError:
     """What stops a build that found more refused inputs than it may leave out: the last one, and the count."""
     last = rejects[-1]
@@ -201,8 +207,7 @@ def build_index(
             raise InputError(f"{', '.join(corpora)}: no documents to index" + (f" ({skipped} empty or duplicate skipped)" if skipped else ""))
         vectors = np.vstack(parts)
         if rejects:
-            kept = np.isfinite(vectors).all(axis=1)
-            vectors, chunks = vectors[kept], [c for c, keep in zip(chunks, kept) if keep]
+            vectors, chunks = without_refused(vectors, chunks)
             if not chunks:
                 raise BackendError(f"the embedding server refused every document; first: {rejects[0]['reason']}")
         if existing is not None:
