@@ -231,8 +231,8 @@ def index(
     settings = IndexSettings(language_neutral=language_neutral, scoring=scoring, index_type=index_type, storage=storage,
                              max_memory=parse_bytes(max_memory) if max_memory else None, device=device)
     started = time.perf_counter()
-    # shards are read, not embedded: no embedding bar to leave at 0/?
-    embedding = progress_bar("embedding", unit="chunks") if embeddings is None else contextlib.nullcontext()
+    # shards are read, not embedded: their bar counts rows through each pass of an out-of-core build
+    embedding = progress_bar("embedding", unit="chunks") if embeddings is None else progress_bar("indexing", unit="rows")
     with embedding as progress:
         result = Index.build(corpus, index_dir, replace(embedder, task=task), fields=fields, settings=settings, chunk_size=chunk_size,
                              chunk_overlap=chunk_overlap, strict=strict, max_rejects=max_rejects, append=append, progress=progress,

@@ -28,8 +28,9 @@ class _Update:
     def show_stats(self, stats: Callable[[], dict]) -> None:
         self.stats = stats
 
-    def __call__(self, done: int, total: int) -> None:
-        self._bar.update(self._task, completed=done, total=total)
+    def __call__(self, done: int, total: int, stage: str | None = None) -> None:
+        """`stage`: what the rows are going through now, for work of several passes (an out-of-core build)."""
+        self._bar.update(self._task, completed=done, total=total, **({"description": stage} if stage else {}))
         speed = self._bar.tasks[self._task].finished_speed or self._bar.tasks[self._task].speed
         if speed:
             self._bar.update(self._task, rate=f"{speed:,.0f} {self._unit}/s")

@@ -5,6 +5,7 @@ are loaded into memory here."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from xlsearch.engine.embedders.spec import EmbedderSpec
 from xlsearch.engine.errors import IndexMismatchError, InputError
 from xlsearch.engine.languages import detect_lang, normalize_lang
 from xlsearch.engine.profiles import profile_for
+from xlsearch.engine.store.out_of_core import Progress, Shard, document_keys, write_index_out_of_core
 from xlsearch.engine.store.publish import writer_lock
 from xlsearch.engine.store.settings import IndexSettings
 from xlsearch.engine.store.writer import Provenance, write_index
@@ -110,11 +112,17 @@ def _meta(table: pa.Table, file: Path, report: MappingReport) -> pa.Table:
     })
 
 
-def read_shards(files: list[Path], report: MappingReport) -> Shards:
-    """Every shard's rows in file order; a document id met again in a later file keeps its first, as
-    `index` does with corpora (a row repeated within a file, the same id and chunk, too)."""
-    metas, parts, rejects, seen, dims = [], [], [], set(), {}
-    for file in files:
+class ShardReader:
+    """Shards read one at a time, in file order; a document id met again in a later file keeps its first,
+    as `index` does with corpora (a row repeated within a file, the same id and chunk, too). What each
+    leaves out is counted in `report`."""
+
+    def __init__(self, report: MappingReport) -> None:
+        self.report = report
+        self._seen = np.zeros(0, np.int64)  # document_keys of the files read, sorted
+        self.dims: dict[int, Path] = {}
+
+    def read(self, file: Path) -> Shard:
         try:
             table = pq.read_table(file)
         except (pa.ArrowException, OSError) as exc:
@@ -124,31 +132,55 @@ def read_shards(files: list[Path], report: MappingReport) -> Shards:
             raise InputError(f"{file}: no column {', '.join(map(repr, missing))} (needs {', '.join(REQUIRED)})")
         vectors = _vectors(table, file)
         if len(table):
-            dims.setdefault(vectors.shape[1], file)
-        if len(dims) > 1:
-            (dim_a, file_a), (dim_b, file_b) = list(dims.items())[:2]
+            self.dims.setdefault(vectors.shape[1], file)
+        if len(self.dims) > 1:
+            (dim_a, file_a), (dim_b, file_b) = list(self.dims.items())[:2]
             raise IndexMismatchError(f"{file_a} has vectors of {dim_a} dims, {file_b} of {dim_b}", field="embeddings")
-        meta = _meta(table, file, report)
-        ids, chunks = meta.column("doc_id").to_pylist(), meta.column("chunk").to_pylist()
+        meta = _meta(table, file, self.report)
+        keys = document_keys(meta.column("doc_id"))
+        earlier = np.isin(keys, self._seen)
         here, keep = set(), []
-        for doc_id, chunk in zip(ids, chunks):
-            keep.append(doc_id not in seen and (doc_id, chunk) not in here)
+        for doc_id, chunk, seen in zip(meta.column("doc_id").to_pylist(), meta.column("chunk").to_pylist(), earlier):
+            keep.append(not seen and (doc_id, chunk) not in here)
             here.add((doc_id, chunk))
-        seen.update(ids)
+        self._seen = np.union1d(self._seen, keys)
+        skipped = Counter()
         dropped = len(keep) - sum(keep)
         if dropped:
-            report.skipped["duplicate id"] += dropped
+            skipped["duplicate id"] += dropped
             meta, vectors = meta.filter(pa.array(keep)), vectors[np.asarray(keep)]
-        metas.append(meta)
-        parts.append(vectors)
         own, _ = shard_own(file)
-        rejects += [dict(r, shard=file.name) for r in own.get("rejects", [])]
-        report.skipped.update(own.get("skipped", {}))
-    meta = pa.concat_tables(metas)
+        skipped.update(own.get("skipped", {}))
+        self.report.skipped.update(skipped)
+        return Shard(meta, normalize_rows(vectors), [dict(r, shard=file.name) for r in own.get("rejects", [])], skipped)
+
+
+def read_shards(files: list[Path], report: MappingReport) -> Shards:
+    """Every shard's rows in file order (ShardReader), in memory."""
+    reader = ShardReader(report)
+    shards = [reader.read(file) for file in files]
+    meta = pa.concat_tables([shard.meta for shard in shards])
     report.indexed = len(set(meta.column("doc_id").to_pylist()))
     if not len(meta):
         raise InputError("no vectors in the embeddings", field="embeddings", value=files[0].parent)
-    return Shards(meta, normalize_rows(np.vstack(parts)), rejects, report)
+    return Shards(meta, np.vstack([shard.vectors for shard in shards]), [r for shard in shards for r in shard.rejects],
+                  report)
+
+
+def _shape(files: list[Path], manifest: dict | None) -> tuple[int, int]:
+    """(rows, dimension) of the shards from their footers and the first vector, before reading them."""
+    rows = sum(shard_own(file)[1] for file in files)
+    if manifest is not None:
+        return rows, int(manifest["dim"])
+    for file in files:
+        try:
+            parquet = pq.ParquetFile(file)
+            if parquet.metadata.num_rows:
+                first = parquet.read_row_group(0, columns=["vector"]).column("vector")[0].as_py()
+                return rows, len(first or [])
+        except (pa.ArrowException, OSError, KeyError) as exc:
+            raise InputError(f"{file}: unreadable Parquet ({exc})") from None
+    raise InputError("no vectors in the embeddings", field="embeddings", value=files[0].parent)
 
 
 def _check_shards_model(files: list[Path], manifest: dict) -> None:
@@ -191,22 +223,33 @@ def _described(manifest: dict | None, asked: EmbedderSpec, dim: int, path: Path)
 def build_from_embeddings(path: Path, index_dir: Path, asked: EmbedderSpec = EmbedderSpec(),
                           settings: IndexSettings = IndexSettings(),
                           on_plan: Callable[[IndexPlan], None] | None = None,
-                          on_notice: Callable[[str], None] | None = None) -> BuildResult:
+                          on_notice: Callable[[str], None] | None = None,
+                          progress: Progress | None = None) -> BuildResult:
     """A new version of the index at `index_dir` holding the vectors of the shards at `path` (a directory
-    or one Parquet file), queried with the model that made them."""
+    or one Parquet file), queried with the model that made them. Over the memory budget, shard by shard
+    (engine.store.out_of_core, `progress` told each stage's rows); else in memory."""
     path, index_dir = Path(path), Path(index_dir)
     manifest = read_manifest(path) if path.is_dir() else None
     files = _files(path, manifest)
     if manifest is not None:
         _check_shards_model(files, manifest)
-    shards = read_shards(files, MappingReport())
-    spec, described = _described(manifest, asked, shards.vectors.shape[1], path)
+    rows, dim = _shape(files, manifest)
+    spec, described = _described(manifest, asked, dim, path)
+    report = MappingReport()
     provenance = Provenance(embedder=spec, model=described["model"], family=described["family"],
                             prompts=described["prompts"], corpora=described["corpora"], chunking=described["chunking"],
-                            skipped=dict(shards.report.skipped))
+                            skipped={})
     with writer_lock(index_dir):
-        device, plans = planned_build(settings, len(shards.vectors), shards.vectors.shape[1], on_plan, on_notice)
-        written = write_index(index_dir, shards.vectors, shards.meta, provenance, plans, settings=settings,
-                              rejects=shards.rejects, device=device.device)
-    return BuildResult(manifest=written, report=shards.report, rejects=shards.rejects, embedded=0, from_cache=0,
-                       failed_servers={})
+        device, plans = planned_build(settings, rows, dim, on_plan, on_notice, out_of_core=True)
+        if plans[0].on_disk:
+            reader = ShardReader(report)
+            written, rejects = write_index_out_of_core(index_dir, (reader.read(file) for file in files), provenance,
+                                                       plans, settings=settings, progress=progress)
+            report.indexed = written.documents
+        else:
+            shards = read_shards(files, report)
+            provenance = replace(provenance, skipped=dict(report.skipped))
+            written = write_index(index_dir, shards.vectors, shards.meta, provenance, plans, settings=settings,
+                                  rejects=shards.rejects, device=device.device)
+            rejects = shards.rejects
+    return BuildResult(manifest=written, report=report, rejects=rejects, embedded=0, from_cache=0, failed_servers={})

@@ -125,13 +125,14 @@ def too_many_refused(rejects: list[dict], limit: int, strict: bool) -> BackendEr
 
 
 def planned_build(settings: IndexSettings, count: int, dim: int, on_plan: Callable[[IndexPlan], None] | None,
-                  on_notice: Callable[[str], None] | None) -> tuple[DeviceChoice, list[IndexPlan]]:
+                  on_notice: Callable[[str], None] | None,
+                  out_of_core: bool = False) -> tuple[DeviceChoice, list[IndexPlan]]:
     """The device and the index plans for `count` vectors of `dim`, chosen before any work: why a GPU
     present is left unused goes to `on_notice`, the plan chosen to `on_plan`."""
     device = resolve_device(settings.device)
     if device.notice and on_notice:
         on_notice(device.notice)
-    plans = plan_index(settings, count, dim, device)
+    plans = plan_index(settings, count, dim, device, out_of_core)
     if on_plan:
         on_plan(plans[0])
     return device, plans

@@ -84,7 +84,8 @@ class Index:
         spec = embedder or EmbedderSpec()
         spec = replace(spec, task=resolve_task(spec.task))  # a preset's instruction is what is stored
         if embeddings is not None:  # the vectors of embedding shards instead of `corpora`: from_embeddings
-            return cls.from_embeddings(embeddings, path, spec, settings=settings, on_plan=on_plan, on_notice=on_notice)
+            return cls.from_embeddings(embeddings, path, spec, settings=settings, on_plan=on_plan, on_notice=on_notice,
+                                       progress=progress)
         from xlsearch.indexer.mapper import FieldMap
         from xlsearch.indexer.pipeline import build_index
 
@@ -109,14 +110,17 @@ class Index:
     @classmethod
     def from_embeddings(cls, embeddings: str | Path, path: str | Path, embedder: EmbedderSpec | None = None, *,
                         settings: IndexSettings = IndexSettings(), on_plan: Callable[[IndexPlan], None] | None = None,
-                        on_notice: Callable[[str], None] | None = None) -> BuildResult:
+                        on_notice: Callable[[str], None] | None = None,
+                        progress: Callable[..., None] | None = None) -> BuildResult:
         """A new version of the index at `path` from embedding shards (`xlsearch embed`'s directory, or
         Parquet files of another tool with `id`, `text` and `vector`), embedding nothing. Queries are
-        embedded with the model that made them: the shards' manifest says which, else `embedder` does."""
+        embedded with the model that made them: the shards' manifest says which, else `embedder` does.
+        Vectors over the memory budget are indexed shard by shard, on disk; `progress` is told each
+        stage's rows then: (done, total, stage)."""
         from xlsearch.indexer.from_shards import build_from_embeddings
 
         return build_from_embeddings(Path(embeddings), Path(path), embedder or EmbedderSpec(), settings=settings,
-                                     on_plan=on_plan, on_notice=on_notice)
+                                     on_plan=on_plan, on_notice=on_notice, progress=progress)
 
     def append(self, corpora: Sequence[str | Path], **options) -> BuildResult:
         """Add `corpora` with this index's model and settings; the index then serves the new version."""

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import faiss
 import numpy as np
 
 from xlsearch.engine.errors import InputError
 from xlsearch.engine.ann.gpu import GpuProbe, gpu_resources, probe_gpu
+from xlsearch.engine.ann.on_disk import open_on_disk
 from xlsearch.engine.ann.index_types import POINTS_PER_LIST, IndexPlan
 from xlsearch.engine.vectors import sorted_unique
 
@@ -81,20 +83,13 @@ def build_faiss_index(plan: IndexPlan, vectors: np.ndarray, device: str = "cpu",
     that tune the search depth against exact search, then they are added too, so row ids stay positions.
     With `device` "gpu" (from resolve_device), plans of GPU_KINDS are trained and filled on the GPU; the
     rest, and a factory string faiss has no GPU form of, are built on the CPU."""
-    try:
-        index = faiss.index_factory(vectors.shape[1], plan.key, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()[-1]
-        raise InputError(f"FAISS cannot build it ({reason})", field="index_type", value=plan.key) from None
-    if isinstance(index, faiss.IndexIVFPQ):  # polysemous codes serve Hamming pre-filtering, never used here
-        index.do_polysemous_training = False
+    index = new_index(plan, vectors.shape[1])
     sample = None if index.is_trained else training_sample(index, vectors, seed)  # before a move to the GPU
     on_gpu = _gpu_form(index) if device == "gpu" and plan.kind in GPU_KINDS else None
     working = index if on_gpu is None else on_gpu
     if sample is not None:
         working.train(sample)
-    held_out = min(TUNING_QUERIES, len(vectors) // 10)
-    kept = len(vectors) - held_out
+    kept = len(vectors) - held_out_count(len(vectors))
     _add(working, vectors[:kept])
     if on_gpu is not None:
         index = faiss.index_gpu_to_cpu(on_gpu)
@@ -104,6 +99,23 @@ def build_faiss_index(plan: IndexPlan, vectors: np.ndarray, device: str = "cpu",
     _add(index, vectors[kept:])
     return BuiltIndex(index, "cpu" if on_gpu is None else "gpu", tuning, plan, below_target=not reached,
                       trained_on=0 if sample is None else len(sample))
+
+
+def new_index(plan: IndexPlan, dim: int) -> faiss.Index:
+    """The empty, untrained index of `plan`, or InputError where FAISS cannot make it."""
+    try:
+        index = faiss.index_factory(dim, plan.key, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[-1]
+        raise InputError(f"FAISS cannot build it ({reason})", field="index_type", value=plan.key) from None
+    if isinstance(index, faiss.IndexIVFPQ):  # polysemous codes serve Hamming pre-filtering, never used here
+        index.do_polysemous_training = False
+    return index
+
+
+def held_out_count(count: int) -> int:
+    """How many of the last rows tune the search depth (a tenth at most), added only once it is tuned."""
+    return min(TUNING_QUERIES, count // 10)
 
 
 def build_first_reaching(plans: Sequence[IndexPlan], vectors: np.ndarray, device: str = "cpu",
@@ -157,11 +169,15 @@ def training_sample_size(index: faiss.Index) -> int:
 
 def training_sample(index: faiss.Index, vectors: np.ndarray, seed: int = 0) -> np.ndarray:
     """training_sample_size(index) rows drawn without replacement (all of them when there are fewer)."""
+    return np.ascontiguousarray(vectors[training_rows(index, len(vectors), seed)], dtype=np.float32)
+
+
+def training_rows(index: faiss.Index, count: int, seed: int = 0) -> np.ndarray:
+    """Which of `count` rows train `index`, sorted: the same rows whether they are in memory or in shards."""
     wanted = training_sample_size(index)
-    if len(vectors) <= wanted:
-        return np.ascontiguousarray(vectors, dtype=np.float32)
-    rows = np.sort(np.random.default_rng(seed).choice(len(vectors), wanted, replace=False))
-    return np.ascontiguousarray(vectors[rows], dtype=np.float32)
+    if count <= wanted:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, wanted, replace=False))
 
 
 def is_lossy(index: faiss.Index) -> bool:
@@ -192,13 +208,22 @@ def _tuned(index: faiss.Index, base: np.ndarray, queries: np.ndarray, target: fl
     """tune()'s answer, and whether it reached the target."""
     if len(queries) == 0 or len(base) == 0:
         return {"params": {}, "recall@10": 1.0, "queries": 0}, True
-    k = min(TUNING_K, len(base))
-    exact = faiss.knn(queries, base, k, metric=faiss.METRIC_INNER_PRODUCT)[1]
+    exact = faiss.knn(queries, base, min(TUNING_K, len(base)), metric=faiss.METRIC_INNER_PRODUCT)[1]
+    return tuned_against(index, queries, exact, target, rerank, lambda rows: base[rows])
+
+
+def tuned_against(index: faiss.Index, queries: np.ndarray, exact: np.ndarray, target: float, rerank: int,
+                  exact_vectors: Callable[[np.ndarray], np.ndarray],
+                  selector: faiss.IDSelector | None = None) -> tuple[dict, bool]:
+    """The tuning of `index` for `queries` whose exact nearest rows are `exact` (their row ids, best
+    first), and whether it reached the target; `selector` keeps the queries themselves out of reach where
+    the index holds them (the out-of-core build tunes after adding every row)."""
+    k = exact.shape[1]
     knob = depth_parameter(index)
 
     def measured(depth: int | None) -> tuple[dict, np.ndarray]:
         params = ({knob: depth} if knob else {}) | ({"rerank": rerank} if rerank > 1 else {})
-        found = search(index, queries, k, params, exact_vectors=lambda rows: base[rows])[1]
+        found = search(index, queries, k, params, selector, exact_vectors=exact_vectors)[1]
         return params, per_query_recall(found, exact)
 
     shallower = None  # the deepest depth tried that fell short
@@ -293,5 +318,6 @@ def search_parameters(index: faiss.Index, params: dict, selector: faiss.IDSelect
     return result
 
 
-def read_faiss_index(path: str) -> faiss.Index:
-    return faiss.read_index(path, READ_FLAGS)
+def read_faiss_index(path: str, on_disk: bool = False) -> faiss.Index:
+    """The index in `path`, its codes memory-mapped; `on_disk`: its lists in the file beside it."""
+    return open_on_disk(Path(path)) if on_disk else faiss.read_index(path, READ_FLAGS)

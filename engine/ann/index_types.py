@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from xlsearch.engine.errors import InputError
 
@@ -49,10 +49,13 @@ class IndexPlan:
     key: str  # the FAISS factory string
     storage: str
     estimated_bytes: int | None  # None for a factory string: its size is not known before it is built
+    # its lists in a file, memory-mapped (engine.ann.on_disk), built shard by shard from embedding shards
+    on_disk: bool = False
 
     def describe(self) -> str:
         size = f", about {format_bytes(self.estimated_bytes)}" if self.estimated_bytes is not None else ""
-        return f"{self.key} ({self.kind}, {self.storage}{size})"
+        where = ", on disk: the vectors do not fit the memory budget" if self.on_disk else ""
+        return f"{self.key} ({self.kind}, {self.storage}{size}{where})"
 
 
 def ivf_lists(count: int) -> int:
@@ -97,11 +100,15 @@ def choose_plan(index_type: str, count: int, dim: int, storage: str = "float32",
 
 
 def plan_candidates(index_type: str, count: int, dim: int, storage: str = "float32",
-                    max_memory: int | None = None, gpu_memory: int | None = None) -> list[IndexPlan]:
+                    max_memory: int | None = None, gpu_memory: int | None = None,
+                    out_of_core: bool = False) -> list[IndexPlan]:
     """The plans to try in order (faiss_index.build_first_reaching moves on when tuning falls short of
     the recall target): an explicit type's one plan; for auto, each candidate within `max_memory`, the
-    one choose_plan picks first. InputError when not even the last candidate fits."""
+    one choose_plan picks first. InputError when not even the last candidate fits. With `out_of_core`
+    (the vectors are in shards, not in memory) and raw vectors over the budget, inverted files on disk."""
     budget = max_memory or default_memory_budget()
+    if out_of_core and index_type in ("auto", "ivf", "ivfpq") and count * dim * 4 > budget:
+        return on_disk_candidates(index_type, count, dim, storage, budget)
     if index_type == "auto":
         if count < EXACT_BELOW:
             candidates = [plan_for("flat", count, dim, storage)]
@@ -126,6 +133,20 @@ def plan_candidates(index_type: str, count: int, dim: int, storage: str = "float
         f"{format_bytes(plan.estimated_bytes)}, over the memory budget of {format_bytes(budget)} "
         f"(`max_memory`); try {smaller}", field="index_type", value=index_type
     )
+
+
+def on_disk_candidates(index_type: str, count: int, dim: int, storage: str, budget: int) -> list[IndexPlan]:
+    """Inverted files whose lists live on disk. `auto`: 8-bit codes while they fit the budget (they are
+    what a search touches, and what stays in the page cache), else product quantisation, whose
+    candidates are re-scored exactly from the stored vectors."""
+    if index_type == "ivf":
+        plans = [plan_for("ivf", count, dim, storage)]
+    elif index_type == "ivfpq":
+        plans = [plan_for("ivfpq", count, dim)]
+    else:
+        sq8 = plan_for("ivf", count, dim, "sq8")
+        plans = [sq8, plan_for("ivfpq", count, dim)] if sq8.estimated_bytes <= budget else [plan_for("ivfpq", count, dim)]
+    return [replace(plan, on_disk=True) for plan in plans]
 
 
 def default_memory_budget() -> int:

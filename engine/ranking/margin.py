@@ -33,19 +33,21 @@ def other_document_neighbours(
     doc_codes: np.ndarray,
     k: int = MARGIN_K,
     progress: Callable[[int, int], None] | None = None,
+    first_row: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k nearest rows of other documents, best first, as (scores, rows); -inf and -1 where
     fewer than k are in reach. A document's own chunks overlap it and are skipped: the search looks past
     as many of them as the longest document has. `search(queries, n)` answers (scores, rows) from the
-    index; `doc_codes` numbers each row's document."""
-    depth = min(k + (int(np.bincount(doc_codes).max()) if len(doc_codes) else 0), len(vectors))
+    index; `doc_codes` numbers each row's document, every row of the index; `vectors` are rows
+    `first_row`... of it (all of them by default; a shard of them when the index is built shard by shard)."""
+    depth = min(k + (int(np.bincount(doc_codes).max()) if len(doc_codes) else 0), len(doc_codes))
     scores = np.full((len(vectors), k), -np.inf, dtype=np.float32)
     rows = np.full((len(vectors), k), -1, dtype=np.int64)
     for start in range(0, len(vectors), SELF_SEARCH_BATCH):
         stop = min(start + SELF_SEARCH_BATCH, len(vectors))
         found_scores, found_rows = search(np.ascontiguousarray(vectors[start:stop], dtype=np.float32), depth)
-        scores[start:stop], rows[start:stop] = nearest_of_other_groups(found_scores, found_rows, doc_codes[start:stop],
-                                                                       doc_codes, k)
+        scores[start:stop], rows[start:stop] = nearest_of_other_groups(
+            found_scores, found_rows, doc_codes[first_row + start:first_row + stop], doc_codes, k)
         if progress:
             progress(stop, len(vectors))
     return scores, rows

@@ -168,7 +168,7 @@ class IndexReader:
             raise IndexMismatchError(problems[0] + "; `xlsearch verify` checks every file", field="index", value=self.directory)
         files = version.files
         with self._reading(INDEX_FILE):
-            self.index = read_faiss_index(str(files / INDEX_FILE))
+            self.index = read_faiss_index(str(files / INDEX_FILE), on_disk=bool(self.manifest.index.get("on_disk")))
         self.search_params = self.manifest.index.get("params", {})
         self.approximate = depth_parameter(self.index) is not None
         self._meta = []  # one Parquet file per segment

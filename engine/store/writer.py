@@ -45,12 +45,15 @@ class Provenance:
     skipped: dict[str, int]
 
 
-def plan_index(settings: IndexSettings, count: int, dim: int, device: DeviceChoice) -> list[IndexPlan]:
+def plan_index(settings: IndexSettings, count: int, dim: int, device: DeviceChoice,
+               out_of_core: bool = False) -> list[IndexPlan]:
     """The one place index types are chosen: from the number of vectors (chunks) the index will hold and
     the device that builds it. The first is the plan; the others are tried in turn when tuning cannot
-    reach the recall target. Over the memory budget: InputError, before anything is embedded."""
+    reach the recall target. Over the memory budget: InputError, before anything is embedded. With
+    `out_of_core`, the vectors are read a shard at a time, and may be over the budget (on-disk lists)."""
     gpu_memory = device.gpu.memory if device.device == "gpu" and device.gpu is not None else None
-    return plan_candidates(settings.index_type, count, dim, settings.storage, settings.max_memory, gpu_memory)
+    return plan_candidates(settings.index_type, count, dim, settings.storage, settings.max_memory, gpu_memory,
+                           out_of_core)
 
 
 def write_index(directory: Path, vectors: np.ndarray, meta: pa.Table, provenance: Provenance,
@@ -74,7 +77,9 @@ def write_index(directory: Path, vectors: np.ndarray, meta: pa.Table, provenance
             _write_neighbourhoods(staging, built, searchable, meta, settings.scoring)
         segment, meta = write_segment(staging, 0, meta, vectors, first_row=0)
         write_rejects(staging, rejects)
-        manifest = _manifest(staging, provenance, built, settings, meta, langs, stats, len(rejects), segment)
+        documents = len(set(meta.column("doc_id").to_pylist()))
+        manifest = index_manifest(staging, provenance, built, settings, documents, len(meta), Counter(langs.tolist()),
+                                  stats, len(rejects), [segment])
         write_manifest(staging, manifest)
     return manifest
 
@@ -115,27 +120,27 @@ def _write_neighbourhoods(staging: Path, built: BuiltIndex, searchable: np.ndarr
     write_neighbours(staging, scores, rows, scoring, meta.column("lang").to_pylist())
 
 
-def _manifest(staging: Path, provenance: Provenance, built: BuiltIndex, settings: IndexSettings,
-              meta: pa.Table, langs: np.ndarray, stats: LanguageStats | None, rejected: int, segment: dict) -> Manifest:
-    """The manifest of what staging holds, checksums and sizes of every file in it included."""
-    languages = Counter(langs.tolist())
+def index_manifest(staging: Path, provenance: Provenance, built: BuiltIndex, settings: IndexSettings, documents: int,
+                   count: int, languages: Counter, stats: LanguageStats | None, rejected: int,
+                   segments: list[dict]) -> Manifest:
+    """The manifest of the whole version staging holds, checksums and sizes of every file in it included."""
     files = sorted(os.listdir(staging))
     return Manifest(
         embedder=provenance.embedder, model=provenance.model, family=provenance.family,
         dim=int(built.index.d), prompts=provenance.prompts, corpora=provenance.corpora, chunking=provenance.chunking,
-        documents=len(set(meta.column("doc_id").to_pylist())), count=int(len(meta)), rejected=rejected,
-        skipped=provenance.skipped,
+        documents=documents, count=count, rejected=rejected, skipped=provenance.skipped,
         languages=dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
         language_neutral={"method": METHOD, "languages": stats.languages} if stats is not None else None,
         settings=settings,
         index={"kind": built.plan.kind, "key": built.plan.key, "storage": built.plan.storage, "device": built.device,
                "estimated_bytes": built.plan.estimated_bytes, "bytes": (staging / INDEX_FILE).stat().st_size,
                **built.tuning, "below_target": built.below_target,
+               **({"on_disk": True} if built.plan.on_disk else {}),
                **({"also_tried": list(built.also_tried)} if built.also_tried else {})},
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         checksums={name: file_sha256(staging / name) for name in files},
         sizes={name: (staging / name).stat().st_size for name in files},
-        segments=[segment], deleted=0, built_rows=int(len(meta)),
+        segments=segments, deleted=0, built_rows=count,
     )
 
 

@@ -1,0 +1,298 @@
+"""Writing an index version from shards of rows that together need not fit in memory (`index --embeddings`
+when the vectors are over the memory budget): memory follows one shard, the training sample and the
+per-row arrays (neighbours: 12 bytes per row and neighbour), never the whole corpus.
+
+1. Each shard becomes a segment of the version as it is read (its metadata and raw vectors), so the
+   index keeps its own copy of what it serves and a later `embed` into the same directory changes nothing
+   of it.
+2. Language statistics are fitted on up to STATS_ROWS_PER_LANGUAGE rows of each language, and the
+   inverted file trained on the rows faiss_index.training_rows draws: the rows an in-memory build of the
+   same vectors draws.
+3. Each segment's rows are added to an empty copy of the trained index, a partial index written to
+   staging; the partial indexes' lists are merged, in order, into one file of lists on disk
+   (engine.ann.on_disk). Rows are numbered as the in-memory build numbers them, and each list holds its
+   rows in the same order, so the two indexes answer alike.
+4. The search depth is tuned as the in-memory build tunes it: the last rows are the queries, kept out of
+   reach by a selector rather than added last, their exact neighbours found a segment at a time.
+5. Neighbourhoods are searched a segment at a time against the whole index (stopes' warning: a shard's
+   own neighbours would change the margins), with the tuned depth: the values the in-memory build gives
+   for the same vectors and the same index."""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+from collections import Counter
+from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+
+from xlsearch.engine.ann.faiss_index import (RERANK_FACTOR, TARGET_RECALL, TUNING_K, BuiltIndex, held_out_count,
+                                             is_lossy, new_index, search, training_rows, tuned_against)
+from xlsearch.engine.ann.index_types import IndexPlan
+from xlsearch.engine.errors import InputError
+from xlsearch.engine.ann.on_disk import lists_file_of, merged_on_disk, open_on_disk, read_partial
+from xlsearch.engine.ranking.margin import other_document_neighbours
+from xlsearch.engine.ranking.neighbourhoods import neighbour_depth
+from xlsearch.engine.ranking.neutral import LanguageStats
+from xlsearch.engine.store.files import INDEX_FILE
+from xlsearch.engine.store.manifest import Manifest, write_manifest
+from xlsearch.engine.store.publish import crash_point, staged_version
+from xlsearch.engine.store.segments import write_neighbours, write_rejects, write_segment
+from xlsearch.engine.store.settings import IndexSettings
+
+# A language's mean and main direction from this many of its rows (drawn at random) are as good as from
+# all: the randomized SVD of 50,000 x 384 takes about a second, and the mean's error shrinks as 1/sqrt(n).
+STATS_ROWS_PER_LANGUAGE = 50_000
+LISTS_FILE = lists_file_of(Path(INDEX_FILE)).name
+
+Progress = Callable[[int, int, str], None]  # (done, total, stage)
+
+
+@dataclass
+class Shard:
+    """One shard's rows as the writer takes them, and what was left out of it."""
+
+    meta: pa.Table  # at least doc_id, lang, text, source
+    vectors: np.ndarray  # raw unit vectors, one per row of meta
+    rejects: list[dict]  # inputs the embedding server refused
+    skipped: Counter  # rows left out, by reason
+
+
+class StagedRows:
+    """The rows written so far, a segment per shard: raw vectors memory-mapped, per-row language and
+    document codes in memory (a few bytes a row)."""
+
+    def __init__(self, staging: Path) -> None:
+        self.staging = staging
+        self.segments: list[dict] = []
+        self._raw: list[np.memmap] = []
+        self._starts = [0]
+        self._langs: list[pa.Array] = []
+        self._doc_keys: list[np.ndarray] = []
+        self.stats: LanguageStats | None = None
+
+    def add(self, meta: pa.Table, vectors: np.ndarray) -> None:
+        number = len(self.segments)
+        segment, _ = write_segment(self.staging, number, meta, vectors, self._starts[-1])
+        self.segments.append(segment)
+        self._raw.append(np.load(self.staging / segment["vectors"], mmap_mode="r", allow_pickle=False))
+        self._starts.append(self._starts[-1] + len(meta))
+        self._langs.append(meta.column("lang").combine_chunks().dictionary_encode())
+        self._doc_keys.append(document_keys(meta.column("doc_id")))
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    @property
+    def dim(self) -> int:
+        return self._raw[0].shape[1]
+
+    def langs(self) -> np.ndarray:
+        """Each row's language, as strings (3 letters: 4 bytes x 3 a row)."""
+        return np.concatenate([np.asarray(part.dictionary.to_pylist(), dtype=str)[part.indices.to_numpy()]
+                               for part in self._langs])
+
+    def doc_codes(self) -> np.ndarray:
+        """Each row's document numbered 0.. (equal for the chunks of one document)."""
+        return np.unique(np.concatenate(self._doc_keys), return_inverse=True)[1].ravel()
+
+    def raw(self, rows: np.ndarray) -> np.ndarray:
+        """The raw vectors of sorted `rows`, gathered into memory."""
+        rows = np.asarray(rows, dtype=np.int64)
+        result = np.empty((len(rows), self.dim), np.float32)
+        segment = np.searchsorted(self._starts, rows, side="right") - 1
+        for number in np.unique(segment):
+            at = np.flatnonzero(segment == number)
+            result[at] = self._raw[number][rows[at] - self._starts[number]]
+            _release(self._raw[number])
+        return result
+
+    def searchable(self, rows: np.ndarray, langs: np.ndarray) -> np.ndarray:
+        """The vectors FAISS holds for `rows` (`langs`: every row's language)."""
+        raw = self.raw(rows)
+        return raw if self.stats is None else self.stats.neutralize(raw, langs[rows])
+
+    def segment_searchable(self, number: int, langs: np.ndarray) -> np.ndarray:
+        first, stop = self._starts[number], self._starts[number + 1]
+        raw = np.array(self._raw[number], dtype=np.float32)
+        _release(self._raw[number])
+        return raw if self.stats is None else self.stats.neutralize(raw, langs[first:stop])
+
+    def first_row(self, number: int) -> int:
+        return self._starts[number]
+
+
+def document_keys(doc_ids: pa.ChunkedArray) -> np.ndarray:
+    """A 64-bit key per document id (blake2b): equal ids, equal keys; distinct ids collide with odds of
+    about 1e-6 among 5M ids. A key array costs 8 bytes a row, a set of the ids about 80."""
+    return np.fromiter((int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
+                        for doc_id in doc_ids.to_pylist()), dtype=np.int64, count=len(doc_ids))
+
+
+def _release(array: np.memmap) -> None:
+    """Gathered rows (training sample, re-scoring, tuning) are read from memory-mapped segments: let the
+    pages of a memory-mapped array go from this process' resident memory (they stay in the
+    page cache, shared)."""
+    mapping = getattr(array, "_mmap", None)
+    if mapping is not None:
+        mapping.madvise(mmap.MADV_DONTNEED)
+
+
+def write_index_out_of_core(directory: Path, shards: Iterable[Shard], provenance, plans: list[IndexPlan],
+                            settings: IndexSettings = IndexSettings(),
+                            progress: Progress | None = None) -> tuple[Manifest, list[dict]]:
+    """A whole index version from `shards`, read one at a time, with the first of `plans` (on-disk
+    inverted files) that reaches the recall target (module docstring). Returns its manifest and the
+    shards' rejects."""
+    from xlsearch.engine.store.writer import index_manifest
+
+    rejects, skipped = [], Counter(provenance.skipped)
+    with staged_version(Path(directory)) as staging:
+        rows = StagedRows(staging)
+        for shard in shards:
+            rows.add(shard.meta, shard.vectors)
+            rejects += shard.rejects
+            skipped.update(shard.skipped)
+            if progress:
+                progress(len(rows), len(rows), "reading shards")
+        if not len(rows):
+            raise InputError("no vectors in the shards", field="embeddings")
+        langs = rows.langs()
+        rows.stats = _language_stats(rows, langs, settings)
+        if rows.stats is not None:
+            rows.stats.save(staging)
+        built = _built_on_disk(staging, plans, rows, langs, progress)
+        doc_codes = rows.doc_codes()
+        if settings.uses_neighbourhoods:
+            scores, found = _neighbours(built, rows, langs, doc_codes, neighbour_depth(settings.scoring), progress)
+            write_neighbours(staging, scores, found, settings.scoring, langs)
+        write_rejects(staging, rejects)
+        manifest = index_manifest(staging, replace(provenance, skipped=dict(skipped)), built, settings,
+                                  int(doc_codes.max()) + 1, len(rows), Counter(langs.tolist()), rows.stats,
+                                  len(rejects), rows.segments)
+        write_manifest(staging, manifest)
+    return manifest, rejects
+
+
+def _language_stats(rows: StagedRows, langs: np.ndarray, settings: IndexSettings) -> LanguageStats | None:
+    if not settings.language_neutral:
+        return None
+    rng = np.random.default_rng(0)
+    sample = []
+    for name in np.unique(langs):
+        of_language = np.flatnonzero(langs == name)
+        if len(of_language) > STATS_ROWS_PER_LANGUAGE:
+            of_language = np.sort(rng.choice(of_language, STATS_ROWS_PER_LANGUAGE, replace=False))
+        sample.append(of_language)
+    picked = np.sort(np.concatenate(sample))
+    return LanguageStats.fit(rows.raw(picked), langs[picked])
+
+
+def _built_on_disk(staging: Path, plans: list[IndexPlan], rows: StagedRows, langs: np.ndarray,
+                   progress: Progress | None) -> BuiltIndex:
+    """The first of `plans` whose tuning reaches the target, written to staging; when none does, the
+    closest (built again unless it was the last)."""
+    tried: list[tuple[IndexPlan, dict]] = []
+    for plan in plans:
+        built = _build_plan(staging, plan, rows, langs, progress)
+        if not built.below_target:
+            built.also_tried = tuple(entry for _, entry in tried)
+            return built
+        tried.append((plan, {"key": plan.key, "params": built.tuning["params"], "recall@10": built.tuning["recall@10"]}))
+    closest = max(tried, key=lambda pair: pair[1]["recall@10"])[0]
+    if closest is not built.plan:
+        built = _build_plan(staging, closest, rows, langs, progress)
+    built.also_tried = tuple(entry for plan, entry in tried if plan is not closest)
+    return built
+
+
+def _build_plan(staging: Path, plan: IndexPlan, rows: StagedRows, langs: np.ndarray,
+                progress: Progress | None) -> BuiltIndex:
+    trained = new_index(plan, rows.dim)
+    sample = training_rows(trained, len(rows))
+    trained.train(np.ascontiguousarray(rows.searchable(sample, langs)))
+    partials = []
+    for number, segment in enumerate(rows.segments):
+        part = faiss.clone_index(trained)
+        first = rows.first_row(number)
+        part.add_with_ids(rows.segment_searchable(number, langs), np.arange(first, first + segment["rows"], dtype=np.int64))
+        partials.append(staging / f"partial-{number:06d}.faiss")
+        faiss.write_index(part, str(partials[-1]))
+        del part
+        if progress:
+            progress(first + segment["rows"], len(rows), "adding")
+    crash_point("partials")
+    with _reading_all(partials) as parts:
+        index = merged_on_disk(faiss.clone_index(trained), parts, staging / LISTS_FILE)
+    crash_point("merge")
+    for path in partials:
+        path.unlink()
+    try:
+        faiss.write_index(index, str(staging / INDEX_FILE))
+    except RuntimeError as exc:  # faiss reports a failed write (disk full) this way
+        raise OSError(str(exc).strip().splitlines()[-1]) from None
+    del index  # the written one is read back as searches will read it: lists mapped read-only
+    index = open_on_disk(staging / INDEX_FILE)
+    tuning, reached = _tuned(index, rows, langs)
+    return BuiltIndex(index, "cpu", tuning, plan, below_target=not reached, trained_on=len(sample))
+
+
+@contextmanager
+def _reading_all(paths: list[Path]) -> Iterator[list[faiss.Index]]:
+    parts = [read_partial(path) for path in paths]
+    try:
+        yield parts
+    finally:
+        del parts[:]
+
+
+def _tuned(index: faiss.Index, rows: StagedRows, langs: np.ndarray) -> tuple[dict, bool]:
+    """faiss_index's tuning with the in-memory build's queries (the last rows) and base (the others)."""
+    held_out = held_out_count(len(rows))
+    kept = len(rows) - held_out
+    if held_out == 0:
+        return {"params": {}, "recall@10": 1.0, "queries": 0}, True
+    queries = rows.searchable(np.arange(kept, len(rows)), langs)
+    k = min(TUNING_K, kept)
+    heap = faiss.ResultHeap(held_out, k, keep_max=True)
+    for number, segment in enumerate(rows.segments):
+        first = rows.first_row(number)
+        upto = min(segment["rows"], kept - first)
+        if upto <= 0:
+            break
+        base = rows.segment_searchable(number, langs)[:upto]
+        scores, found = faiss.knn(queries, base, min(k, upto), metric=faiss.METRIC_INNER_PRODUCT)
+        if found.shape[1] < k:
+            pad = ((0, 0), (0, k - found.shape[1]))
+            scores, found = np.pad(scores, pad, constant_values=-np.inf), np.pad(found, pad, constant_values=-1 - first)
+        heap.add_result(scores, found + first)
+    heap.finalize()
+    outside = faiss.IDSelectorRange(kept, len(rows))  # held while the selector, which points to it, is used
+    rerank = RERANK_FACTOR if is_lossy(index) else 1
+    return tuned_against(index, queries, heap.I, TARGET_RECALL, rerank, lambda found: rows.searchable(found, langs),
+                         faiss.IDSelectorNot(outside))
+
+
+def _neighbours(built: BuiltIndex, rows: StagedRows, langs: np.ndarray, doc_codes: np.ndarray, depth: int,
+                progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's nearest rows of other documents through the whole index, a segment of queries at a time."""
+    def tuned_search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return search(built.index, queries, k, built.tuning["params"],
+                      exact_vectors=lambda found: rows.searchable(found, langs))
+
+    scores = np.full((len(rows), depth), -np.inf, np.float32)
+    found = np.full((len(rows), depth), -1, np.int64)
+    for number, segment in enumerate(rows.segments):
+        first = rows.first_row(number)
+        stop = first + segment["rows"]
+        scores[first:stop], found[first:stop] = other_document_neighbours(
+            tuned_search, rows.segment_searchable(number, langs), doc_codes, depth, first_row=first)
+        if progress:
+            progress(stop, len(rows), "neighbourhoods")
+    return scores, found
