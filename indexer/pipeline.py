@@ -181,7 +181,9 @@ def build_index(
             policy = ChunkPolicy.for_embedder(embedder, chunk_size, chunk_overlap)
         planned_chunks = count_chunks(corpora, fields, policy)
         count = planned_chunks + (len(existing) if existing is not None else 0)
-        device, plans = planned_build(settings, count, embedder.dim, on_plan, on_notice)
+        # an index on disk stays there: its rows are in segments, never all in memory
+        on_disk = existing is not None and bool(existing.manifest.index.get("on_disk"))
+        device, plans = planned_build(settings, count, embedder.dim, on_plan, on_notice, out_of_core=on_disk)
         report = MappingReport()
         chunks: list[Chunk] = []
         parts: list[np.ndarray] = []

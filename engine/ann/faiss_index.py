@@ -14,7 +14,7 @@ import numpy as np
 from xlsearch.engine.errors import InputError
 from xlsearch.engine.ann.gpu import GpuProbe, gpu_resources, probe_gpu
 from xlsearch.engine.ann.on_disk import open_on_disk
-from xlsearch.engine.ann.index_types import POINTS_PER_LIST, IndexPlan
+from xlsearch.engine.ann.index_types import POINTS_PER_LIST, TRAIN_POINTS_PER_LIST, IndexPlan
 from xlsearch.engine.vectors import sorted_unique
 
 DEVICES = ("auto", "cpu", "gpu")
@@ -22,7 +22,6 @@ TARGET_RECALL = 0.95
 TUNING_QUERIES = 500
 TUNING_K = 10
 REFINE_STEPS = 3  # bisections after the doubling search: the depth found is within 1/8 of a doubling
-TRAIN_POINTS_PER_LIST = 64  # k-means quality levels off well before FAISS's 256-per-list cap
 CODEBOOK_CENTROIDS = 256  # of an 8-bit code book (PQ, SQ): the least any training sample must cover
 ADD_BATCH = 65_536
 RERANK_FACTOR = 10  # candidates per wanted hit that a product-quantised index hands to exact re-scoring

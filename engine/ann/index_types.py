@@ -34,6 +34,10 @@ EXACT_BELOW = 20_000
 HNSW_NEIGHBOURS = 32
 # k-means wants at least 39 training points per list (faiss warns below that)
 POINTS_PER_LIST = 39
+TRAIN_POINTS_PER_LIST = 64  # k-means quality levels off well before FAISS's 256-per-list cap
+# An on-disk plan's training sample is in memory twice at its peak (IVF-PQ trains its codes on a copy,
+# the residuals): it has as many lists as a sample of half the memory budget can train
+TRAINING_COPIES = 2
 DEFAULT_MEMORY_SHARE = 0.8  # of physical memory, when no max_memory is given
 # Of a GPU's memory, the most an index trained and filled there may take: its inverted lists grow by
 # reallocation while vectors are added (briefly twice a list's size), beside faiss's scratch memory.
@@ -69,12 +73,13 @@ def pq_subquantizers(dim: int) -> int:
     return next(m for m in range(max(1, dim // 8), 0, -1) if dim % m == 0)
 
 
-def plan_for(kind: str, count: int, dim: int, storage: str = "float32") -> IndexPlan:
-    """The factory string and size estimate of an index type for `count` vectors of `dim` values."""
+def plan_for(kind: str, count: int, dim: int, storage: str = "float32", lists: int | None = None) -> IndexPlan:
+    """The factory string and size estimate of an index type for `count` vectors of `dim` values (an
+    inverted file's: with `lists` lists, default ivf_lists)."""
     if storage not in STORAGES:
         raise InputError(f"expected one of {', '.join(STORAGES)}", field="storage", value=storage)
     code = _BYTES_PER_VALUE[storage] * dim
-    lists = ivf_lists(count)
+    lists = lists or ivf_lists(count)
     centroids = lists * dim * 4
     if kind == "flat":
         return IndexPlan(kind, _CODES[storage], storage, count * code)
@@ -138,14 +143,18 @@ def plan_candidates(index_type: str, count: int, dim: int, storage: str = "float
 def on_disk_candidates(index_type: str, count: int, dim: int, storage: str, budget: int) -> list[IndexPlan]:
     """Inverted files whose lists live on disk. `auto`: 8-bit codes while they fit the budget (they are
     what a search touches, and what stays in the page cache), else product quantisation, whose
-    candidates are re-scored exactly from the stored vectors."""
+    candidates are re-scored exactly from the stored vectors. Lists: as many as TRAINING_COPIES of their
+    training sample fit the budget, up to ivf_lists."""
+    trainable = budget // (TRAINING_COPIES * dim * 4) // TRAIN_POINTS_PER_LIST
+    lists = max(1, min(ivf_lists(count), trainable))
+    pq = plan_for("ivfpq", count, dim, lists=lists)
     if index_type == "ivf":
-        plans = [plan_for("ivf", count, dim, storage)]
+        plans = [plan_for("ivf", count, dim, storage, lists)]
     elif index_type == "ivfpq":
-        plans = [plan_for("ivfpq", count, dim)]
+        plans = [pq]
     else:
-        sq8 = plan_for("ivf", count, dim, "sq8")
-        plans = [sq8, plan_for("ivfpq", count, dim)] if sq8.estimated_bytes <= budget else [plan_for("ivfpq", count, dim)]
+        sq8 = plan_for("ivf", count, dim, "sq8", lists)
+        plans = [sq8, pq] if sq8.estimated_bytes <= budget else [pq]
     return [replace(plan, on_disk=True) for plan in plans]
 
 

@@ -11,7 +11,6 @@ open and cannot be combined with mapping the rest of the index)."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 from collections.abc import Iterator
@@ -75,6 +74,8 @@ def lists_file_of(index_file: Path) -> Path:
 @contextmanager
 def _c_stdout_silenced() -> Iterator[None]:
     """File descriptor 1 pointed at /dev/null meanwhile, C's stdio buffer flushed on both sides."""
+    import ctypes  # here: building on disk needs it, opening an index does not
+
     libc = ctypes.CDLL(None)
     sys.stdout.flush()
     libc.fflush(None)

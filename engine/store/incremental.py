@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 from collections import Counter
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -33,6 +35,7 @@ import pyarrow as pa
 
 from xlsearch.engine.ann.faiss_index import ADD_BATCH, search
 from xlsearch.engine.ann.index_types import IndexPlan
+from xlsearch.engine.ann.on_disk import lists_file_of, merged_on_disk, trained_of
 from xlsearch.engine.ann.neighbours import nearest_of_other_groups
 from xlsearch.engine.ranking.neutral import STATS_FILE
 from xlsearch.engine.store.files import DELETED_FILE, INDEX_FILE, NEIGHBOUR_ROWS_FILE, NEIGHBOUR_SCORES_FILE
@@ -66,13 +69,32 @@ def update_in_place(index: IndexReader, keep: np.ndarray, vectors: np.ndarray | 
     stats = index.language_stats
     searchable = vectors if stats is None else stats.neutralize(vectors, new_langs)
     first_new = index.rows_stored
-    ann = faiss.read_index(str(index.directory / INDEX_FILE))  # in memory: the reader's lists are mapped read-only
-    for start in range(0, len(searchable), ADD_BATCH):
-        ann.add(np.ascontiguousarray(searchable[start:start + ADD_BATCH]))
     with staged_version(index.target) as staging:
+        ann = _with_rows_added(index, searchable, staging)
         manifest = _write_version(staging, index, ann, keep, deleted, vectors, searchable, meta, rejects,
                                   provenance, first_new)
     return manifest
+
+
+def _with_rows_added(index: IndexReader, searchable: np.ndarray, staging: Path) -> faiss.Index:
+    """The index's FAISS index with `searchable` added as the next rows. In memory, read again (the
+    reader's lists are mapped read-only); on disk, the published lists and a partial index of the new
+    rows merged into a new lists file in staging (published files are never written), or, with no new
+    rows, the published lists linked."""
+    published = index.directory / INDEX_FILE
+    if not index.manifest.index.get("on_disk"):
+        ann = faiss.read_index(str(published))
+        for start in range(0, len(searchable), ADD_BATCH):
+            ann.add(np.ascontiguousarray(searchable[start:start + ADD_BATCH]))
+        return ann
+    if not len(searchable):
+        link_files(index.directory, staging, [lists_file_of(published).name])
+        return index.index
+    part = trained_of(published)
+    part.add_with_ids(np.ascontiguousarray(searchable), np.arange(index.rows_stored, index.rows_stored + len(searchable)))
+    merged = merged_on_disk(trained_of(published), [index.index, part], lists_file_of(staging / INDEX_FILE))
+    crash_point("merge")
+    return merged
 
 
 def _can_update(index: IndexReader, plan: IndexPlan, new_langs: np.ndarray, added: int, deleted: int) -> bool:
@@ -83,7 +105,9 @@ def _can_update(index: IndexReader, plan: IndexPlan, new_langs: np.ndarray, adde
         return False  # too few of each language to fit statistics so far: the new rows may change that
     if index.language_stats is not None and not set(new_langs.tolist()) <= set(index.language_stats.languages):
         return False
-    if (plan.kind, plan.storage) != (m.index["kind"], m.index["storage"]) or (plan.kind == "factory" and plan.key != m.index["key"]):
+    if (plan.kind, plan.storage, plan.on_disk) != (m.index["kind"], m.index["storage"], bool(m.index.get("on_disk"))):
+        return False
+    if plan.kind == "factory" and plan.key != m.index["key"]:
         return False
     changed = index.rows_stored + added - m.built_rows + deleted
     return changed <= REBUILD_SHARE * m.built_rows
@@ -101,6 +125,9 @@ def _write_version(staging, index: IndexReader, ann: faiss.Index, keep: np.ndarr
     linked = [name for segment in m.segments for name in (segment["meta"], segment["vectors"])]
     linked += [STATS_FILE] if STATS_FILE in m.sizes else []
     link_files(index.directory, staging, linked)
+    lists = lists_file_of(staging / INDEX_FILE)
+    if lists.exists() and os.path.samefile(lists, index.directory / lists.name):  # _with_rows_added linked it
+        linked.append(lists.name)
     segments = list(m.segments)
     if len(vectors):
         number = max(s["number"] for s in m.segments) + 1

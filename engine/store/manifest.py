@@ -4,15 +4,24 @@ older than that is refused with the command that rebuilds it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xlsearch.engine.embedders.spec import EmbedderSpec
 from xlsearch.engine.errors import IndexMismatchError, InputError
-from xlsearch.engine.store.files import segment_files
+from xlsearch.engine.ranking.neutral import METHOD
+from xlsearch.engine.store.files import INDEX_FILE, segment_files
 from xlsearch.engine.store.settings import IndexSettings
+
+if TYPE_CHECKING:  # the index writers' types, named here only
+    from xlsearch.engine.ann.faiss_index import BuiltIndex
+    from xlsearch.engine.ranking.neutral import LanguageStats
 
 # 4: rows in segments (metadata and raw vectors files each), rows deleted since the last full build,
 #    each row's nearest neighbours kept for updates (read and migrated: format 3's files are segment 0)
@@ -135,3 +144,27 @@ def parse_manifest(data: bytes, path: Path) -> Manifest:
 def write_manifest(directory: Path, manifest: Manifest) -> None:
     text = json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False, sort_keys=False)
     (directory / MANIFEST_FILE).write_text(text + "\n", encoding="utf-8")
+
+
+def index_manifest(staging: Path, provenance, built: BuiltIndex, settings: IndexSettings, documents: int,
+                   count: int, languages: Counter, stats: LanguageStats | None, rejected: int,
+                   segments: list[dict]) -> Manifest:
+    """The manifest of the whole version staging holds, checksums and sizes of every file in it included."""
+    files = sorted(os.listdir(staging))
+    return Manifest(
+        embedder=provenance.embedder, model=provenance.model, family=provenance.family,
+        dim=int(built.index.d), prompts=provenance.prompts, corpora=provenance.corpora, chunking=provenance.chunking,
+        documents=documents, count=count, rejected=rejected, skipped=provenance.skipped,
+        languages=dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
+        language_neutral={"method": METHOD, "languages": stats.languages} if stats is not None else None,
+        settings=settings,
+        index={"kind": built.plan.kind, "key": built.plan.key, "storage": built.plan.storage, "device": built.device,
+               "estimated_bytes": built.plan.estimated_bytes, "bytes": (staging / INDEX_FILE).stat().st_size,
+               **built.tuning, "below_target": built.below_target,
+               **({"on_disk": True} if built.plan.on_disk else {}),
+               **({"also_tried": list(built.also_tried)} if built.also_tried else {})},
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        checksums={name: file_sha256(staging / name) for name in files},
+        sizes={name: (staging / name).stat().st_size for name in files},
+        segments=segments, deleted=0, built_rows=count,
+    )

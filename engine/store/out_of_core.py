@@ -41,7 +41,7 @@ from xlsearch.engine.ranking.margin import other_document_neighbours
 from xlsearch.engine.ranking.neighbourhoods import neighbour_depth
 from xlsearch.engine.ranking.neutral import LanguageStats
 from xlsearch.engine.store.files import INDEX_FILE
-from xlsearch.engine.store.manifest import Manifest, write_manifest
+from xlsearch.engine.store.manifest import Manifest, index_manifest, write_manifest
 from xlsearch.engine.store.publish import crash_point, staged_version
 from xlsearch.engine.store.segments import write_neighbours, write_rejects, write_segment
 from xlsearch.engine.store.settings import IndexSettings
@@ -150,8 +150,6 @@ def write_index_out_of_core(directory: Path, shards: Iterable[Shard], provenance
     """A whole index version from `shards`, read one at a time, with the first of `plans` (on-disk
     inverted files) that reaches the recall target (module docstring). Returns its manifest and the
     shards' rejects."""
-    from xlsearch.engine.store.writer import index_manifest
-
     rejects, skipped = [], Counter(provenance.skipped)
     with staged_version(Path(directory)) as staging:
         rows = StagedRows(staging)

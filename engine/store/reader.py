@@ -294,6 +294,11 @@ class IndexReader:
         table = pa.concat_tables([part.cast(parts[0].schema) for part in parts])
         return table if self._kept is None else table.take(pa.array(self._kept))
 
+    def segment_table(self, number: int) -> pa.Table:
+        """Segment `number`'s metadata by row, deleted rows included, without the row ids."""
+        with self._meta_lock, self._reading(self.manifest.segments[number]["meta"]):
+            return self._meta[number].read().drop(["row_id"])
+
     def rejects(self) -> list[dict]:
         """Inputs the embedding server refused when this index was built (rejects.jsonl)."""
         if self._rejects is None:

@@ -6,9 +6,9 @@ the whole index again."""
 
 from __future__ import annotations
 
-import datetime as dt
-import os
+import itertools
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,10 +22,11 @@ from xlsearch.engine.ann.neighbours import exact_neighbours
 from xlsearch.engine.embedders.spec import EmbedderSpec
 from xlsearch.engine.ranking.margin import other_document_neighbours
 from xlsearch.engine.ranking.neighbourhoods import neighbour_depth
-from xlsearch.engine.ranking.neutral import METHOD, LanguageStats
+from xlsearch.engine.ranking.neutral import LanguageStats
 from xlsearch.engine.store.files import INDEX_FILE
 from xlsearch.engine.store.incremental import update_in_place
-from xlsearch.engine.store.manifest import Manifest, file_sha256, write_manifest
+from xlsearch.engine.store.out_of_core import Shard, write_index_out_of_core
+from xlsearch.engine.store.manifest import Manifest, index_manifest, write_manifest
 from xlsearch.engine.store.publish import crash_point, staged_version
 from xlsearch.engine.store.reader import IndexReader
 from xlsearch.engine.store.segments import write_neighbours, write_rejects, write_segment
@@ -120,30 +121,6 @@ def _write_neighbourhoods(staging: Path, built: BuiltIndex, searchable: np.ndarr
     write_neighbours(staging, scores, rows, scoring, meta.column("lang").to_pylist())
 
 
-def index_manifest(staging: Path, provenance: Provenance, built: BuiltIndex, settings: IndexSettings, documents: int,
-                   count: int, languages: Counter, stats: LanguageStats | None, rejected: int,
-                   segments: list[dict]) -> Manifest:
-    """The manifest of the whole version staging holds, checksums and sizes of every file in it included."""
-    files = sorted(os.listdir(staging))
-    return Manifest(
-        embedder=provenance.embedder, model=provenance.model, family=provenance.family,
-        dim=int(built.index.d), prompts=provenance.prompts, corpora=provenance.corpora, chunking=provenance.chunking,
-        documents=documents, count=count, rejected=rejected, skipped=provenance.skipped,
-        languages=dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
-        language_neutral={"method": METHOD, "languages": stats.languages} if stats is not None else None,
-        settings=settings,
-        index={"kind": built.plan.kind, "key": built.plan.key, "storage": built.plan.storage, "device": built.device,
-               "estimated_bytes": built.plan.estimated_bytes, "bytes": (staging / INDEX_FILE).stat().st_size,
-               **built.tuning, "below_target": built.below_target,
-               **({"on_disk": True} if built.plan.on_disk else {}),
-               **({"also_tried": list(built.also_tried)} if built.also_tried else {})},
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        checksums={name: file_sha256(staging / name) for name in files},
-        sizes={name: (staging / name).stat().st_size for name in files},
-        segments=segments, deleted=0, built_rows=count,
-    )
-
-
 def provenance_of(index: IndexReader, **changes) -> Provenance:
     """An open index's provenance, to write a new version of it."""
     m = index.manifest
@@ -162,11 +139,19 @@ def rewrite_index(index: IndexReader, keep: np.ndarray, vectors: np.ndarray | No
     follows the change); otherwise everything is written again from the raw vectors: language statistics
     fitted again, the index type chosen for the rows it will hold (without `plans`), trained and tuned."""
     device = device or resolve_device(index.settings.device)
-    plans = plans or plan_index(index.settings, int(keep.sum()) + (0 if vectors is None else len(vectors)), index.dim, device)
+    on_disk = bool(index.manifest.index.get("on_disk"))
+    count = int(keep.sum()) + (0 if vectors is None else len(vectors))
+    plans = plans or plan_index(index.settings, count, index.dim, device, out_of_core=on_disk)
     updated = update_in_place(index, keep, vectors, meta, rejects or [], plans[0], provenance or provenance_of(index))
     if updated is not None:
         return updated
     all_rejects = index.rejects() + (rejects or [])
+    if plans[0].on_disk:  # a segment at a time, as it was built
+        shards = _kept_segments(index, keep, all_rejects)
+        if vectors is not None:
+            shards = itertools.chain(shards, [Shard(meta.cast(index.meta_schema), vectors, [], Counter())])
+        return write_index_out_of_core(index.directory, shards, provenance or provenance_of(index), plans,
+                                       settings=index.settings)[0]
     kept_vectors = np.asarray(index.raw_vectors())[keep]
     kept_meta = index.table().filter(pa.array(keep))
     if vectors is not None:
@@ -174,3 +159,14 @@ def rewrite_index(index: IndexReader, keep: np.ndarray, vectors: np.ndarray | No
         kept_meta = pa.concat_tables([kept_meta, meta.cast(kept_meta.schema)])
     return write_index(index.directory, kept_vectors, kept_meta, provenance or provenance_of(index), plans,
                        settings=index.settings, rejects=all_rejects, device=device.device)
+
+
+def _kept_segments(index: IndexReader, keep: np.ndarray, rejects: list[dict]) -> Iterator[Shard]:
+    """The rows of `index` where `keep` (by position) is true, a segment at a time; `rejects` with the first."""
+    kept_rows = np.zeros(index.rows_stored, bool)
+    kept_rows[index.row_of(np.flatnonzero(keep))] = True
+    starts = np.cumsum([0] + [segment["rows"] for segment in index.manifest.segments])
+    for number, segment in enumerate(index.manifest.segments):
+        rows = np.flatnonzero(kept_rows[starts[number]:starts[number + 1]])
+        yield Shard(index.segment_table(number).take(pa.array(rows)), index.row_vectors(rows + starts[number]),
+                    rejects if number == 0 else [], Counter())

@@ -1,0 +1,132 @@
+"""`index --embeddings` over the memory budget: built shard by shard into an inverted file on disk, by the
+real command, from Parquet shards of 20,000 vectors drawn from the mixture fitted to real embeddings
+(bench.realistic_vectors). It must answer as the in-memory build of the same vectors and index answers,
+take appends and deletes without writing a published file, and survive SIGKILL at the merge."""
+
+import json
+import os
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bench.realistic_vectors import SHIPPED_MIXTURE, FittedMixture
+from testkit.indexes import write_jsonl
+from tests.conftest import xlsearch, xlsearch_json
+from xlsearch.engine.ann.faiss_index import search
+from xlsearch.engine.store.publish import CRASH_ENV
+from xlsearch.engine.store.reader import IndexReader
+
+pytestmark = pytest.mark.processes
+
+ROWS, SHARDS = 20_000, 4
+# raw vectors 30.7 MB: both budgets put them on disk; 16 MB holds 8-bit codes (7.8 MB), 4 MB does not
+SQ8_BUDGET, PQ_BUDGET = "16MB", "4MB"
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """Four Parquet shards in two languages; every 7th row repeats an earlier document's id in a later
+    chunk or shard, so duplicates are dropped as in-memory reading drops them."""
+    root = tmp_path_factory.mktemp("emb")
+    vectors = FittedMixture.load(SHIPPED_MIXTURE).draw(ROWS)
+    per = ROWS // SHARDS
+    for number in range(SHARDS):
+        rows = range(number * per, (number + 1) * per)
+        pq.write_table(pa.table({
+            "id": [f"d{j // 2}" if j % 7 == 0 else f"d{j}" for j in rows],
+            "text": [f"text {j}" for j in rows],
+            "lang": ["en" if j % 2 else "de" for j in rows],
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors[rows.start:rows.stop].ravel()), 384),
+        }), root / f"shard-{number}.parquet")
+    return root
+
+
+def built(shards, index, *options):
+    done = xlsearch("index", "--embeddings", str(shards), "--index", str(index), "--format", "json", *options)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout), done.stderr  # stdout is the summary alone: the merge's prints kept off it
+
+
+@pytest.mark.parametrize("budget, key", [(SQ8_BUDGET, "SQ8"), (PQ_BUDGET, "PQ48")])
+def test_on_disk_and_in_memory_builds_answer_alike(shards, tmp_path, budget, key):
+    summary, log = built(shards, tmp_path / "disk", "--max-memory", budget)
+    assert "on disk: the vectors do not fit the memory budget" in log and key in log
+    disk = IndexReader(tmp_path / "disk")
+    assert disk.manifest.index["on_disk"] and len(disk.manifest.segments) == SHARDS
+    assert summary["skipped"] == {"duplicate id": summary["vectors"] and ROWS - summary["vectors"]}
+    # the same inverted file in memory: the factory string of the plan it chose, no budget
+    built(shards, tmp_path / "memory", "--index-type", disk.manifest.index["key"])
+    memory = IndexReader(tmp_path / "memory")
+    assert "on_disk" not in memory.manifest.index and (memory.manifest.count, memory.manifest.documents) == (
+        disk.manifest.count, disk.manifest.documents)
+    assert disk.manifest.index["params"] == memory.manifest.index["params"]
+    queries = FittedMixture.load(SHIPPED_MIXTURE, seed=1).draw(50)
+    lists = faiss.extract_index_ivf(disk.index).nlist
+    every_list = {"nprobe": lists}
+    assert np.array_equal(search(disk.index, queries, 10, every_list)[1], search(memory.index, queries, 10, every_list)[1])
+    assert np.array_equal(disk.search(queries, 10)[1], memory.search(queries, 10)[1])
+    np.testing.assert_allclose(disk.neighbourhoods, memory.neighbourhoods, atol=1e-6)
+    assert xlsearch("verify", "--index", str(tmp_path / "disk")).returncode == 0
+
+
+def test_appends_and_deletes_write_new_lists_and_never_a_published_file(shards, tmp_path):
+    index = tmp_path / "index"
+    built(shards, index, "--max-memory", SQ8_BUDGET)
+    first = IndexReader(index)
+    published = {name: (index / name).stat().st_ino for name in first.manifest.sizes}
+    digest = first.manifest.checksums["index.ivfdata"]
+    corpus = tmp_path / "new.jsonl"
+    write_jsonl(corpus, [{"id": "tea", "text": "I drink green tea every morning.", "lang": "en"},
+                         {"id": "rain", "text": "Es regnet seit drei Tagen ohne Pause.", "lang": "de"}])
+    appended = xlsearch_json("index", str(corpus), "--append", "--index", str(index))
+    assert appended["vectors"] == first.manifest.count + 2
+    after = IndexReader(index)
+    assert after.manifest.index["on_disk"] and len(after.manifest.segments) == SHARDS + 1
+    assert after.manifest.checksums["index.ivfdata"] != digest
+    hits = xlsearch_json("query", "a cup of green tea", "--index", str(index), "-k", "3")["hits"]
+    assert hits[0]["id"] == "tea"
+    # the first version's files are as they were: an update writes new files and links the rest
+    assert all(first.manifest.checksums[name] == after.manifest.checksums[name]
+               for name in first.manifest.sizes if name.startswith(("meta", "vectors")))
+    assert all((index / name).stat().st_ino == published[name] for name in first.manifest.sizes if name.startswith("vectors"))
+    deleted = xlsearch_json("delete", "--id", "tea", "--id", "d3", "--index", str(index))
+    assert sorted(deleted["removed"]) == ["d3", "tea"]
+    final = IndexReader(index)
+    assert final.manifest.checksums["index.ivfdata"] == after.manifest.checksums["index.ivfdata"]  # linked, not merged
+    assert "tea" not in [hit["id"] for hit in xlsearch_json("query", "a cup of green tea", "--index", str(index))["hits"]]
+    assert xlsearch("verify", "--index", str(index)).returncode == 0
+
+
+@pytest.mark.parametrize("point", ["partials", "merge"])
+def test_sigkill_while_merging_leaves_the_previous_version_serving(shards, tmp_path, point):
+    index = tmp_path / "index"
+    built(shards, index, "--max-memory", SQ8_BUDGET)
+    before = (index / "manifest.json").read_bytes()
+    killed = xlsearch("index", "--embeddings", str(shards), "--index", str(index), "--max-memory", PQ_BUDGET,
+                      env={CRASH_ENV: point})
+    assert killed.returncode == -9
+    assert (index / "manifest.json").read_bytes() == before
+    assert xlsearch("verify", "--index", str(index)).returncode == 0
+    assert len(xlsearch_json("query", "anything", "--index", str(index), "-k", "3")["hits"]) == 3
+    # an append killed in its merge likewise
+    corpus = tmp_path / "new.jsonl"
+    write_jsonl(corpus, [{"id": "tea", "text": "I drink green tea every morning.", "lang": "en"}])
+    assert xlsearch("index", str(corpus), "--append", "--index", str(index), env={CRASH_ENV: "merge"}).returncode == -9
+    assert (index / "manifest.json").read_bytes() == before
+    assert xlsearch("verify", "--index", str(index)).returncode == 0
+
+
+def test_a_damaged_lists_file_is_named(shards, tmp_path):
+    index = tmp_path / "index"
+    built(shards, index, "--max-memory", SQ8_BUDGET)
+    with open(index / "index.ivfdata", "r+b") as lists:
+        lists.seek(os.path.getsize(index / "index.ivfdata") // 2)
+        byte = lists.read(1)
+        lists.seek(-1, 1)
+        lists.write(bytes([byte[0] ^ 0xFF]))
+    checked = xlsearch("verify", "--index", str(index))
+    assert checked.returncode == 1 and "Traceback" not in checked.stderr
+    assert "index.ivfdata: sha256" in checked.stderr and "the file is damaged" in checked.stderr
