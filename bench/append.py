@@ -47,9 +47,15 @@ PROVENANCE = Provenance(embedder=EmbedderSpec(backend="local", model="synthetic"
 def multilingual_vectors(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """`count` unit vectors from the shipped mixture, each given a language (in turn) that shifts it by
     that language's mean and spreads it along that language's direction; (vectors, languages)."""
-    vectors = FittedMixture.load(SHIPPED_MIXTURE, seed=seed).draw(count)
-    rng = np.random.default_rng(1000 + seed)
-    means, directions = (rng.standard_normal((len(LANGUAGES), vectors.shape[1])) for _ in range(2))
+    return with_languages(FittedMixture.load(SHIPPED_MIXTURE, seed=seed).draw(count), np.random.default_rng(1000 + seed))
+
+
+def with_languages(vectors: np.ndarray, rng: np.random.Generator, languages_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mixture draws given a language each, in turn (multilingual_vectors); the languages' means and
+    directions drawn from `rng`, or from `languages_seed` when batches drawn apart must share them."""
+    count = len(vectors)
+    source = rng if languages_seed is None else np.random.default_rng(languages_seed)
+    means, directions = (source.standard_normal((len(LANGUAGES), vectors.shape[1])) for _ in range(2))
     means /= np.linalg.norm(means, axis=1, keepdims=True)
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     which = np.arange(count) % len(LANGUAGES)
@@ -80,9 +86,7 @@ def append(directory: Path, vectors: np.ndarray, langs: np.ndarray, first: int, 
     started = time.perf_counter()
     with writer_lock(directory):
         index = IndexReader(directory)
-        device = resolve_device(settings.device)
-        plans = plan_index(settings, len(index) + len(vectors), vectors.shape[1], device)
-        rewrite_index(index, np.ones(len(index), bool), vectors, metadata(langs, first), plans=plans, device=device)
+        rewrite_index(index, np.ones(len(index), bool), vectors, metadata(langs, first), device=resolve_device(settings.device))
     return time.perf_counter() - started
 
 

@@ -238,6 +238,8 @@ def _build_plan(staging: Path, plan: IndexPlan, rows: StagedRows, langs: np.ndar
     del index  # the written one is read back as searches will read it: lists mapped read-only
     index = open_on_disk(staging / INDEX_FILE)
     tuning, reached = _tuned(index, rows, langs)
+    if progress:
+        progress(len(rows), len(rows), "tuning")
     return BuiltIndex(index, "cpu", tuning, plan, below_target=not reached, trained_on=len(sample))
 
 

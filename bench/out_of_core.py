@@ -1,0 +1,202 @@
+"""`python -m bench.out_of_core --rows N --max-memory SIZE`: `xlsearch index --embeddings` over the memory
+budget, built shard by shard into an inverted file on disk (engine.store.out_of_core), with the default
+scoring, so every row's margin neighbourhood is computed.
+
+- Shards: Parquet files of `--shard-rows` vectors drawn from the mixture fitted to real embeddings
+  (bench.realistic_vectors), given four languages as bench.append gives them (so language statistics
+  are fitted), written once and kept in `--work` for later runs.
+- The build runs in a child process, as the command runs it; its peak resident memory is the child's
+  (wait4), its stages timed from the progress it reports: reading the shards, training and adding,
+  neighbourhoods.
+- recall@10 of 1,000 fresh queries against exact search over every row (a segment at a time).
+- Cold query: a fresh process opens the index and answers one query vector; the open and the answer are
+  timed (not Python's start), p50 over 15 processes, each with another query.
+- With `--append`, 1% more rows appended (rewrite_index, as `index --append` adds them) and the same
+  rows built again from scratch: the speed-up, and the appended index's neighbourhoods and recall
+  against the rebuilt one's (bench.append's tolerances)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench import RESULTS
+from bench.append import NEIGHBOURHOOD_TOLERANCE, metadata, with_languages
+from bench.realistic_vectors import SHIPPED_MIXTURE, FittedMixture
+
+QUERIES = 1_000
+COLD_RUNS = 15
+LANGUAGES_SEED = 1000  # every shard's languages share their means and directions
+APPENDED = 0.01
+
+
+def write_shards(directory: Path, rows: int, shard_rows: int) -> Path:
+    """`rows` vectors in shards of `shard_rows` under `directory`, unless a previous run wrote them."""
+    done = directory / "complete.json"
+    if done.exists() and json.loads(done.read_text()) == {"rows": rows, "shard_rows": shard_rows}:
+        return directory
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.parquet"):
+        stale.unlink()
+    mixture = FittedMixture.load(SHIPPED_MIXTURE, seed=0)
+    rng = np.random.default_rng(0)
+    for number, first in enumerate(range(0, rows, shard_rows)):
+        count = min(shard_rows, rows - first)
+        vectors, langs = with_languages(mixture.draw(count), rng, LANGUAGES_SEED)
+        meta = metadata(langs, first)
+        pq.write_table(pa.table({"id": meta.column("doc_id"), "text": meta.column("text"), "lang": meta.column("lang"),
+                                 "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1])}),
+                       directory / f"shard-{number:05d}.parquet")
+    done.write_text(json.dumps({"rows": rows, "shard_rows": shard_rows}))
+    return directory
+
+
+def build(shards: Path, index: Path, budget: str) -> dict:
+    """The build in a child process: seconds per stage, in all, and the child's peak RSS."""
+    child = subprocess.Popen([sys.executable, "-m", "bench.out_of_core", "--child-build", str(shards), str(index), budget],
+                             stdout=subprocess.PIPE, text=True)
+    output = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"the build failed ({child.returncode})")
+    return {**json.loads(output), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+
+
+def child_build(shards: Path, index: Path, budget: str) -> None:
+    from xlsearch.engine.ann.index_types import parse_bytes
+    from xlsearch.engine.store.settings import IndexSettings
+    from xlsearch.index import Index
+
+    marks: dict[str, list[float]] = {}
+    started = time.perf_counter()
+
+    def progress(done: int, total: int, stage: str) -> None:
+        marks.setdefault(stage, [time.perf_counter() - started])[1:] = [time.perf_counter() - started]
+
+    plans = []
+    Index.from_embeddings(shards, index, settings=IndexSettings(max_memory=parse_bytes(budget)), progress=progress,
+                          on_plan=plans.append)
+    total = time.perf_counter() - started
+    # a stage runs from the end of the one before to its own last report
+    ends = sorted((times[-1], stage) for stage, times in marks.items())
+    stages, previous = {}, 0.0
+    for end, stage in ends:
+        stages[stage] = round(end - previous, 1)
+        previous = end
+    stages["manifest and publish"] = round(total - previous, 1)
+    print(json.dumps({"plan": plans[0].describe(), "seconds": round(total, 1), "stages": stages}))
+
+
+def recall_at_10(index_dir: Path, queries: np.ndarray, langs: np.ndarray) -> float:
+    from xlsearch.engine.store.reader import IndexReader
+
+    index = IndexReader(index_dir)
+    neutral = queries if index.language_stats is None else index.language_stats.neutralize(queries, langs)
+    found = index.search(neutral, 10)[1]
+    heap = faiss.ResultHeap(len(queries), 10, keep_max=True)
+    for start in range(0, len(index), 200_000):
+        rows = np.arange(start, min(start + 200_000, len(index)))
+        scores, near = faiss.knn(neutral, index.vectors(rows), 10, metric=faiss.METRIC_INNER_PRODUCT)
+        heap.add_result(scores, near + start)
+    heap.finalize()
+    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, heap.I)]))
+
+
+COLD = """
+import sys, time, numpy as np
+started = time.perf_counter()
+from xlsearch.engine.store.reader import IndexReader
+index = IndexReader(sys.argv[1])
+query = np.load(sys.argv[2])[int(sys.argv[3])][None, :]
+index.search(query if index.language_stats is None else index.language_stats.neutralize(query, [sys.argv[4]]), 10)
+print(time.perf_counter() - started)
+"""
+
+
+def cold_query_ms(index: Path, queries: np.ndarray, langs: np.ndarray, work: Path) -> float:
+    np.save(work / "queries.npy", queries)
+    times = [float(subprocess.run([sys.executable, "-c", COLD, str(index), str(work / "queries.npy"), str(i), langs[i]],
+                                  capture_output=True, text=True, check=True).stdout) for i in range(COLD_RUNS)]
+    return round(statistics.median(times) * 1000, 1)
+
+
+def append_check(index: Path, rows: int, work: Path, max_memory: str) -> dict:
+    """1% appended to the index built, against the same rows built at once."""
+    from bench.append import append
+    from xlsearch.engine.ann.index_types import parse_bytes
+    from xlsearch.engine.store.reader import IndexReader
+    from xlsearch.engine.store.settings import IndexSettings
+
+    added = max(1, int(rows * APPENDED))
+    vectors, langs = with_languages(FittedMixture.load(SHIPPED_MIXTURE, seed=5).draw(added), np.random.default_rng(5),
+                                    LANGUAGES_SEED)
+    settings = IndexSettings(max_memory=parse_bytes(max_memory))
+    append_s = append(index, vectors, langs, rows, settings)
+    appended = IndexReader(index)
+    assert len(appended.manifest.segments) > 1 and appended.manifest.index.get("on_disk"), "not appended on disk"
+    extra = work / "appended-shards"
+    extra.mkdir(exist_ok=True)
+    meta = metadata(langs, rows)
+    pq.write_table(pa.table({"id": meta.column("doc_id"), "text": meta.column("text"), "lang": meta.column("lang"),
+                             "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1])}),
+                   extra / "shard-99999.parquet")
+    both = work / "both"
+    both.mkdir(exist_ok=True)
+    for shard in [*sorted((work / "shards").glob("*.parquet")), extra / "shard-99999.parquet"]:
+        if not (both / shard.name).exists():
+            os.link(shard, both / shard.name)
+    shutil.rmtree(work / "rebuilt", ignore_errors=True)
+    rebuilt = build(both, work / "rebuilt", max_memory)
+    gap = np.abs(IndexReader(index).neighbourhoods - IndexReader(work / "rebuilt").neighbourhoods)
+    return {"appended": added, "append_s": round(append_s, 1), "rebuild_s": rebuilt["seconds"],
+            "speedup": round(rebuilt["seconds"] / append_s, 1),
+            "neighbourhoods_within_0.002": round(float((gap <= NEIGHBOURHOOD_TOLERANCE).mean()), 4)}
+
+
+def run(rows: int, max_memory: str, shard_rows: int, work: Path, with_append: bool) -> dict:
+    shards = write_shards(work / "shards", rows, shard_rows)
+    index = work / "index"
+    shutil.rmtree(index, ignore_errors=True)
+    built = build(shards, index, max_memory)
+    print(json.dumps(built), flush=True)
+    queries, langs = with_languages(FittedMixture.load(SHIPPED_MIXTURE, seed=9).draw(QUERIES), np.random.default_rng(9),
+                                    LANGUAGES_SEED)
+    raw_mb = rows * queries.shape[1] * 4 / 2**20
+    result = {"rows": rows, "max_memory": max_memory, "shard_rows": shard_rows, **built,
+              "raw_vectors_mb": round(raw_mb), "rss_share_of_raw": round(built["peak_rss_mb"] / raw_mb, 3),
+              "recall@10": round(recall_at_10(index, queries, langs), 4),
+              "cold_query_p50_ms": cold_query_ms(index, queries, langs, work)}
+    if with_append:
+        result["append"] = append_check(index, rows, work, max_memory)
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--max-memory", default="256MB")
+    parser.add_argument("--shard-rows", type=int, default=50_000)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/xlsearch-out-of-core"))
+    parser.add_argument("--append", action="store_true", help="also append 1%% and build the same rows again")
+    parser.add_argument("--child-build", nargs=3, metavar=("SHARDS", "INDEX", "BUDGET"), help=argparse.SUPPRESS)
+    ARGS = parser.parse_args()
+    if ARGS.child_build:
+        child_build(Path(ARGS.child_build[0]), Path(ARGS.child_build[1]), ARGS.child_build[2])
+    else:
+        report = run(ARGS.rows, ARGS.max_memory, ARGS.shard_rows, ARGS.work, ARGS.append)
+        print(json.dumps(report, indent=2))
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"out_of_core-{ARGS.rows}.json").write_text(json.dumps(report, indent=2) + "\n")
