@@ -26,6 +26,7 @@ MIN_SENTENCES = 20
 # a randomized SVD: under 0.1 s up to 4,096 rows, growing with the rows. Both replace a d x d
 # eigendecomposition (O(d^3) whatever the rows); bench.neutral_fit measures them.
 EXACT_ROWS = 256
+NEUTRALIZE_ROWS = 8192  # rows neutralised at once: 12 MB per temporary at 384 dims
 # The randomized SVD (Halko, Martinsson and Tropp 2011): a sketch of this many directions beyond those
 # kept, sharpened by power iterations; its error shrinks as (s[k+1] / s[1]) ** (2 * iterations + 1). On
 # 1,000 Tatoeba sentences of one language (e5; for cmn the second singular value is 0.92 of the first,
@@ -91,8 +92,14 @@ class LanguageStats:
             return vectors
         # each distinct language's mean looked up once: per row, the look-up took 4 s of an update's 50k rows
         names, which = np.unique(np.asarray(langs, dtype=str), return_inverse=True)
-        centered = vectors - np.vstack([self.mean_of(name) for name in names])[which.ravel()]
-        return normalize_rows(centered - (centered @ self.basis) @ self.basis.T)
+        means, which = np.vstack([self.mean_of(name) for name in names]), which.ravel()
+        result = np.empty_like(vectors)
+        # a block at a time: the steps' temporaries are each as large as their input, five of them at once
+        for start in range(0, len(vectors), NEUTRALIZE_ROWS):
+            block = slice(start, start + NEUTRALIZE_ROWS)
+            centered = vectors[block] - means[which[block]]
+            result[block] = normalize_rows(centered - (centered @ self.basis) @ self.basis.T)
+        return result
 
     def save(self, directory: Path) -> None:
         np.savez(directory / STATS_FILE, languages=np.array(self.languages), means=self.means,
