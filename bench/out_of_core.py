@@ -199,4 +199,4 @@ if __name__ == "__main__":
         report = run(ARGS.rows, ARGS.max_memory, ARGS.shard_rows, ARGS.work, ARGS.append)
         print(json.dumps(report, indent=2))
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / f"out_of_core-{ARGS.rows}.json").write_text(json.dumps(report, indent=2) + "\n")
+        (RESULTS / f"out_of_core-{ARGS.rows}-{ARGS.max_memory}.json").write_text(json.dumps(report, indent=2) + "\n")

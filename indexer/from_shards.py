@@ -1,7 +1,8 @@
 """`index --embeddings`: an index version from embedding shards, embedding nothing. The shards are `embed`'s
 (its manifest says which model made them and is checked against every shard) or Parquet files of another
 tool (`id`, `text` and `vector` required; the model that embeds queries named by the caller). The vectors
-are loaded into memory here."""
+are loaded into memory here, unless they are over the memory budget: then they are indexed a shard at a
+time (engine.store.out_of_core)."""
 
 from __future__ import annotations
 
@@ -142,12 +143,14 @@ class ShardReader:
             raise IndexMismatchError(f"{file_a} has vectors of {dim_a} dims, {file_b} of {dim_b}", field="embeddings")
         meta = _meta(table, file, self.report)
         keys = document_keys(meta.column("doc_id"))
-        earlier = np.isin(keys, self._seen)
+        at = np.searchsorted(self._seen, keys)
+        earlier = self._seen[np.minimum(at, len(self._seen) - 1)] == keys if len(self._seen) else np.zeros(len(keys), bool)
         here, keep = set(), []
         for doc_id, chunk, seen in zip(meta.column("doc_id").to_pylist(), meta.column("chunk").to_pylist(), earlier):
             keep.append(not seen and (doc_id, chunk) not in here)
             here.add((doc_id, chunk))
-        self._seen = np.union1d(self._seen, keys)
+        new = np.unique(keys[~earlier])
+        self._seen = np.insert(self._seen, np.searchsorted(self._seen, new), new)  # a merge, not a sort of all of them
         skipped = Counter()
         dropped = len(keep) - sum(keep)
         if dropped:

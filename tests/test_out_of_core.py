@@ -5,6 +5,7 @@ take appends and deletes without writing a published file, and survive SIGKILL a
 
 import json
 import os
+import shutil
 
 import faiss
 import numpy as np
@@ -21,9 +22,9 @@ from xlsearch.engine.store.reader import IndexReader
 
 pytestmark = pytest.mark.processes
 
-ROWS, SHARDS = 20_000, 4
-# raw vectors 30.7 MB: both budgets put them on disk; 16 MB holds 8-bit codes (7.8 MB), 4 MB does not
-SQ8_BUDGET, PQ_BUDGET = "16MB", "4MB"
+ROWS, SHARDS = 12_000, 4
+# raw vectors 18.4 MB: both budgets put them on disk; 8 MB holds 8-bit codes (4.7 MB), 3 MB does not
+SQ8_BUDGET, PQ_BUDGET = "8MB", "3MB"
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,19 @@ def built(shards, index, *options):
     return json.loads(done.stdout), done.stderr  # stdout is the summary alone: the merge's prints kept off it
 
 
+@pytest.fixture(scope="module")
+def on_disk(shards, tmp_path_factory):
+    """An index built on disk with 8-bit codes; tests that change it work on a copy."""
+    index = tmp_path_factory.mktemp("on-disk") / "index"
+    built(shards, index, "--max-memory", SQ8_BUDGET)
+    return index
+
+
+def copy_of(index, tmp_path):
+    shutil.copytree(index, tmp_path / "index")
+    return tmp_path / "index"
+
+
 @pytest.mark.parametrize("budget, key", [(SQ8_BUDGET, "SQ8"), (PQ_BUDGET, "PQ48")])
 def test_on_disk_and_in_memory_builds_answer_alike(shards, tmp_path, budget, key):
     summary, log = built(shards, tmp_path / "disk", "--max-memory", budget)
@@ -72,9 +86,8 @@ def test_on_disk_and_in_memory_builds_answer_alike(shards, tmp_path, budget, key
     assert xlsearch("verify", "--index", str(tmp_path / "disk")).returncode == 0
 
 
-def test_appends_and_deletes_write_new_lists_and_never_a_published_file(shards, tmp_path):
-    index = tmp_path / "index"
-    built(shards, index, "--max-memory", SQ8_BUDGET)
+def test_appends_and_deletes_write_new_lists_and_never_a_published_file(on_disk, tmp_path):
+    index = copy_of(on_disk, tmp_path)
     first = IndexReader(index)
     published = {name: (index / name).stat().st_ino for name in first.manifest.sizes}
     digest = first.manifest.checksums["index.ivfdata"]
@@ -100,15 +113,14 @@ def test_appends_and_deletes_write_new_lists_and_never_a_published_file(shards, 
     assert xlsearch("verify", "--index", str(index)).returncode == 0
 
 
-@pytest.mark.parametrize("point", ["partials", "merge"])
-def test_sigkill_while_merging_leaves_the_previous_version_serving(shards, tmp_path, point):
-    index = tmp_path / "index"
-    built(shards, index, "--max-memory", SQ8_BUDGET)
+def test_sigkill_while_merging_leaves_the_previous_version_serving(shards, on_disk, tmp_path):
+    index = copy_of(on_disk, tmp_path)
     before = (index / "manifest.json").read_bytes()
-    killed = xlsearch("index", "--embeddings", str(shards), "--index", str(index), "--max-memory", PQ_BUDGET,
-                      env={CRASH_ENV: point})
-    assert killed.returncode == -9
-    assert (index / "manifest.json").read_bytes() == before
+    for point in ("partials", "merge"):  # a build killed with its partial indexes written, then in its merge
+        killed = xlsearch("index", "--embeddings", str(shards), "--index", str(index), "--max-memory", SQ8_BUDGET,
+                          env={CRASH_ENV: point})
+        assert killed.returncode == -9
+        assert (index / "manifest.json").read_bytes() == before
     assert xlsearch("verify", "--index", str(index)).returncode == 0
     assert len(xlsearch_json("query", "anything", "--index", str(index), "-k", "3")["hits"]) == 3
     # an append killed in its merge likewise
@@ -119,9 +131,8 @@ def test_sigkill_while_merging_leaves_the_previous_version_serving(shards, tmp_p
     assert xlsearch("verify", "--index", str(index)).returncode == 0
 
 
-def test_a_damaged_lists_file_is_named(shards, tmp_path):
-    index = tmp_path / "index"
-    built(shards, index, "--max-memory", SQ8_BUDGET)
+def test_a_damaged_lists_file_is_named(on_disk, tmp_path):
+    index = copy_of(on_disk, tmp_path)
     with open(index / "index.ivfdata", "r+b") as lists:
         lists.seek(os.path.getsize(index / "index.ivfdata") // 2)
         byte = lists.read(1)

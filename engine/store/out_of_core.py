@@ -103,7 +103,7 @@ class StagedRows:
         return np.unique(np.concatenate(self._doc_keys), return_inverse=True)[1].ravel()
 
     def raw(self, rows: np.ndarray) -> np.ndarray:
-        """The raw vectors of sorted `rows`, gathered into memory."""
+        """The raw vectors of `rows` (row numbers, any order), gathered into memory."""
         rows = np.asarray(rows, dtype=np.int64)
         result = np.empty((len(rows), self.dim), np.float32)
         segment = np.searchsorted(self._starts, rows, side="right") - 1
