@@ -83,8 +83,12 @@ def child_build(shards: Path, index: Path, budget: str) -> None:
     marks: dict[str, list[float]] = {}
     started = time.perf_counter()
 
+    peaks: dict[str, int] = {}
+
     def progress(done: int, total: int, stage: str) -> None:
         marks.setdefault(stage, [time.perf_counter() - started])[1:] = [time.perf_counter() - started]
+        if stage not in peaks:  # the peak so far as each stage starts: which stage raised it
+            peaks[stage] = peak_rss_mb()
 
     plans = []
     Index.from_embeddings(shards, index, settings=IndexSettings(max_memory=parse_bytes(budget)), progress=progress,
@@ -97,7 +101,13 @@ def child_build(shards: Path, index: Path, budget: str) -> None:
         stages[stage] = round(end - previous, 1)
         previous = end
     stages["manifest and publish"] = round(total - previous, 1)
-    print(json.dumps({"plan": plans[0].describe(), "seconds": round(total, 1), "stages": stages}))
+    print(json.dumps({"plan": plans[0].describe(), "seconds": round(total, 1), "stages": stages,
+                      "peak_rss_mb_when_started": peaks}))
+
+
+def peak_rss_mb() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmHWM"))
 
 
 def recall_at_10(index_dir: Path, queries: np.ndarray, langs: np.ndarray) -> float:
