@@ -197,7 +197,7 @@ recall@10 of each against exact search of its own vectors, 1,000 fresh queries.
 
 
 def out_of_core_section(runs: list[dict]) -> str:
-X
+    """bench.out_of_core's runs (bench/results/out_of_core-<rows>-<budget>.json), smallest first."""
     lines = ["""
 ## Larger than memory: index --embeddings on disk (bench.out_of_core)
 

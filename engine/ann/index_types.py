@@ -35,9 +35,10 @@ HNSW_NEIGHBOURS = 32
 # k-means wants at least 39 training points per list (faiss warns below that)
 POINTS_PER_LIST = 39
 TRAIN_POINTS_PER_LIST = 64  # k-means quality levels off well before FAISS's 256-per-list cap
-# An on-disk plan's training sample is in memory twice at its peak (IVF-PQ trains its codes on a copy,
-# the residuals): it has as many lists as a sample of half the memory budget can train
-TRAINING_COPIES = 2
+# An on-disk plan's training sample is in memory about three times at its peak (gathered, made
+# language-neutral, and FAISS's residuals for the codes): 256,000 x 384 (393 MB) raised the peak RSS of
+# a build by 1,109 MB (bench.out_of_core, 1M at 1GB). It has as many lists as a third of the budget trains.
+TRAINING_COPIES = 3
 DEFAULT_MEMORY_SHARE = 0.8  # of physical memory, when no max_memory is given
 # Of a GPU's memory, the most an index trained and filled there may take: its inverted lists grow by
 # reallocation while vectors are added (briefly twice a list's size), beside faiss's scratch memory.
