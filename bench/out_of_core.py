@@ -3,14 +3,14 @@ budget, built shard by shard into an inverted file on disk (engine.store.out_of_
 scoring, so every row's margin neighbourhood is computed.
 
 - Shards: Parquet files of `--shard-rows` vectors drawn from the mixture fitted to real embeddings
-  (bench.realistic_vectors), given four languages as bench.append gives them (so language statistics
+  (bench.realistic_vectors), given bench.append's 8 languages (so language statistics
   are fitted), written once and kept in `--work` for later runs.
 - The build runs in a child process, as the command runs it; its peak resident memory is the child's
   (wait4), its stages timed from the progress it reports: reading the shards, training and adding,
   neighbourhoods.
 - recall@10 of 1,000 fresh queries against exact search over every row (a segment at a time).
-- Cold query: a fresh process opens the index and answers one query vector; the open and the answer are
-  timed (not Python's start), p50 over 15 processes, each with another query.
+- Cold query: a fresh process imports the reader, opens the index and answers one query vector, timed
+  from its first line (not Python's start), p50 over 15 processes, each with another query.
 - With `--append`, 1% more rows appended (rewrite_index, as `index --append` adds them) and the same
   rows built again from scratch: the speed-up, and the appended index's neighbourhoods and recall
   against the rebuilt one's (bench.append's tolerances)."""

@@ -201,12 +201,12 @@ def out_of_core_section(runs: list[dict]) -> str:
     lines = ["""
 ## Larger than memory: index --embeddings on disk (bench.out_of_core)
 
-Shards of vectors drawn from the shipped mixture in four languages (bench.append's), `xlsearch index
+Shards of 10,000 vectors drawn from the shipped mixture in bench.append's 8 languages, `xlsearch index
 --embeddings` in a child process with the default scoring (parallel-margin: every row's neighbourhood
 computed) under `--max-memory`, built shard by shard into an inverted file on disk
 (engine.store.out_of_core). Peak RSS is the child's (wait4); stages end at their last progress report.
 recall@10: 1,000 fresh queries against exact search over every row. Cold query: a fresh process opens
-the index and answers one query vector (its imports and start excluded), p50 of 15.
+the index and answers one query vector (Python's start excluded, xlsearch's imports included), p50 of 15.
 
 | rows | --max-memory | plan | build s | read shards s | train + add s | tune s | neighbourhoods s | peak RSS MB (share of raw vectors) | recall@10 | cold query p50 ms |
 |---|---|---|---|---|---|---|---|---|---|---|"""]
