@@ -8,6 +8,7 @@ recall@1 0.32 -> 0.70, same-language share of the top 10 0.88 -> 0.21; see `xlse
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,15 +61,23 @@ class LanguageStats:
         languages have that many (there is no language bias to measure)."""
         langs = np.asarray(langs)
         names = sorted(name for name in set(langs.tolist()) if np.sum(langs == name) >= MIN_SENTENCES)
-        if len(names) < 2:
-            return None
-        means, counts, directions = [], [], []
-        for name in names:
-            centered = np.asarray(vectors[langs == name], dtype=np.float64)  # a copy, centred in place
+        return cls.fit_groups((name, vectors[langs == name]) for name in names)
+
+    @classmethod
+    def fit_groups(cls, groups: Iterable[tuple[str, np.ndarray]]) -> LanguageStats | None:
+        """fit() from (language, its vectors) pairs in name order, each language with at least
+        MIN_SENTENCES: one language's vectors in memory at a time when `groups` gathers them lazily."""
+        names, means, counts, directions = [], [], [], []
+        for name, rows in groups:
+            centered = np.asarray(rows, dtype=np.float64)  # a copy, centred in place
+            names.append(name)
             means.append(centered.mean(axis=0))
             counts.append(len(centered))
             centered -= means[-1]
             directions.append(principal_directions(centered, REMOVED_DIRECTIONS))
+            del centered
+        if len(names) < 2:
+            return None
         basis = np.linalg.qr(np.vstack(directions).T)[0]
         return cls(names, np.vstack(means).astype(np.float32), np.array(counts), basis.astype(np.float32))
 

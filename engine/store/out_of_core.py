@@ -39,7 +39,7 @@ from xlsearch.engine.errors import InputError
 from xlsearch.engine.ann.on_disk import lists_file_of, merged_on_disk, open_on_disk, read_partial
 from xlsearch.engine.ranking.margin import other_document_neighbours
 from xlsearch.engine.ranking.neighbourhoods import neighbour_depth
-from xlsearch.engine.ranking.neutral import LanguageStats
+from xlsearch.engine.ranking.neutral import MIN_SENTENCES, LanguageStats
 from xlsearch.engine.store.files import INDEX_FILE
 from xlsearch.engine.store.manifest import Manifest, index_manifest, write_manifest
 from xlsearch.engine.store.publish import crash_point, staged_version
@@ -47,8 +47,10 @@ from xlsearch.engine.store.segments import write_neighbours, write_rejects, writ
 from xlsearch.engine.store.settings import IndexSettings
 
 # A language's mean and main direction from this many of its rows (drawn at random) are as good as from
-# all: the randomized SVD of 50,000 x 384 takes about a second, and the mean's error shrinks as 1/sqrt(n).
-STATS_ROWS_PER_LANGUAGE = 50_000
+# all: the mean's error shrinks as 1/sqrt(n), and the randomized SVD of 20,000 x 384 takes well under a
+# second. Gathered one language at a time: 8 languages of 50,000 rows at once raised a 1M build's peak
+# RSS to 1.3 GB (bench.out_of_core, 256MB budget).
+STATS_ROWS_PER_LANGUAGE = 20_000
 LISTS_FILE = lists_file_of(Path(INDEX_FILE)).name
 
 Progress = Callable[[int, int, str], None]  # (done, total, stage)
@@ -179,17 +181,21 @@ def write_index_out_of_core(directory: Path, shards: Iterable[Shard], provenance
 
 
 def _language_stats(rows: StagedRows, langs: np.ndarray, settings: IndexSettings) -> LanguageStats | None:
+    """LanguageStats.fit's statistics from up to STATS_ROWS_PER_LANGUAGE rows of each language, gathered
+    one language at a time."""
     if not settings.language_neutral:
         return None
+    names = [name for name in np.unique(langs) if np.count_nonzero(langs == name) >= MIN_SENTENCES]
     rng = np.random.default_rng(0)
-    sample = []
-    for name in np.unique(langs):
-        of_language = np.flatnonzero(langs == name)
-        if len(of_language) > STATS_ROWS_PER_LANGUAGE:
-            of_language = np.sort(rng.choice(of_language, STATS_ROWS_PER_LANGUAGE, replace=False))
-        sample.append(of_language)
-    picked = np.sort(np.concatenate(sample))
-    return LanguageStats.fit(rows.raw(picked), langs[picked])
+
+    def groups() -> Iterator[tuple[str, np.ndarray]]:
+        for name in names:
+            of_language = np.flatnonzero(langs == name)
+            if len(of_language) > STATS_ROWS_PER_LANGUAGE:
+                of_language = np.sort(rng.choice(of_language, STATS_ROWS_PER_LANGUAGE, replace=False))
+            yield str(name), rows.raw(of_language)
+
+    return LanguageStats.fit_groups(groups()) if len(names) >= 2 else None
 
 
 def _built_on_disk(staging: Path, plans: list[IndexPlan], rows: StagedRows, langs: np.ndarray,
