@@ -155,11 +155,12 @@ class ShardReader:
         dropped = len(keep) - sum(keep)
         if dropped:
             skipped["duplicate id"] += dropped
-            meta, vectors = meta.filter(pa.array(keep)), vectors[np.asarray(keep)]
+            meta, vectors, keys = meta.filter(pa.array(keep)), vectors[np.asarray(keep)], keys[np.asarray(keep)]
         own, _ = shard_own(file)
         skipped.update(own.get("skipped", {}))
         self.report.skipped.update(skipped)
-        return Shard(meta, normalize_rows(vectors), [dict(r, shard=file.name) for r in own.get("rejects", [])], skipped)
+        return Shard(meta, normalize_rows(vectors), [dict(r, shard=file.name) for r in own.get("rejects", [])], skipped,
+                     doc_keys=keys)
 
 
 def read_shards(files: list[Path], report: MappingReport) -> Shards:

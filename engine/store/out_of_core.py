@@ -64,6 +64,7 @@ class Shard:
     vectors: np.ndarray  # raw unit vectors, one per row of meta
     rejects: list[dict]  # inputs the embedding server refused
     skipped: Counter  # rows left out, by reason
+    doc_keys: np.ndarray | None = None  # document_keys of meta's doc_id, where the reader has them already
 
 
 class StagedRows:
@@ -79,14 +80,14 @@ class StagedRows:
         self._doc_keys: list[np.ndarray] = []
         self.stats: LanguageStats | None = None
 
-    def add(self, meta: pa.Table, vectors: np.ndarray) -> None:
+    def add(self, meta: pa.Table, vectors: np.ndarray, doc_keys: np.ndarray | None = None) -> None:
         number = len(self.segments)
         segment, _ = write_segment(self.staging, number, meta, vectors, self._starts[-1])
         self.segments.append(segment)
         self._raw.append(np.load(self.staging / segment["vectors"], mmap_mode="r", allow_pickle=False))
         self._starts.append(self._starts[-1] + len(meta))
         self._langs.append(meta.column("lang").combine_chunks().dictionary_encode())
-        self._doc_keys.append(document_keys(meta.column("doc_id")))
+        self._doc_keys.append(document_keys(meta.column("doc_id")) if doc_keys is None else doc_keys)
 
     def __len__(self) -> int:
         return self._starts[-1]
@@ -156,7 +157,7 @@ def write_index_out_of_core(directory: Path, shards: Iterable[Shard], provenance
     with staged_version(Path(directory)) as staging:
         rows = StagedRows(staging)
         for shard in shards:
-            rows.add(shard.meta, shard.vectors)
+            rows.add(shard.meta, shard.vectors, shard.doc_keys)
             rejects += shard.rejects
             skipped.update(shard.skipped)
             if progress:
