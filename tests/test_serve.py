@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from xlsearch.evaluation.dedup_eval import write_tatoeba_mix
-from testkit.servers import free_port, serving
+from testkit.servers import serving
 from tests.conftest import DEMO_CORPUS, ROOT, build_index
 
 # they start processes: the real command, servers
@@ -26,8 +26,7 @@ CHROMIUM = "/usr/bin/chromium"
 
 def serving_index(index_dir: Path):
     """`xlsearch serve` on a free loopback port, until the block ends; yields its base URL."""
-    port = free_port()
-    return serving([sys.executable, "-m", "xlsearch", "serve", "--index", str(index_dir), "--port", str(port)], port,
+    return serving(lambda port: [sys.executable, "-m", "xlsearch", "serve", "--index", str(index_dir), "--port", str(port)],
                    cwd=ROOT)
 
 

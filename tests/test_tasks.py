@@ -16,7 +16,7 @@ from xlsearch.engine.errors import InputError
 from xlsearch.engine.profiles import DEDUP_TASK, PARALLEL_TASK, RETRIEVAL_TASK, profile_for, resolve_task
 from testkit.fault_proxy import FaultProxy
 from testkit.indexes import write_jsonl
-from testkit.servers import free_port, serving
+from testkit.servers import serving
 from tests.conftest import ROOT, xlsearch
 
 pytestmark = pytest.mark.processes
@@ -94,9 +94,9 @@ def test_query_uses_the_stored_task_unless_told_another(catalogue, qwen_server):
 
 def test_serve_takes_a_task_per_request_and_the_stored_one_otherwise(catalogue, qwen_server):
     index_dir, _ = catalogue
-    port = free_port()
-    command = [sys.executable, "-m", "xlsearch", "serve", "--index", str(index_dir), "--port", str(port), "--no-cache"]
-    with serving(command, port, cwd=ROOT) as base:
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "xlsearch", "serve", "--index", str(index_dir), "--port", str(port), "--no-cache"]
+    with serving(command, cwd=ROOT) as base:
         def search(**params) -> dict:
             with urllib.request.urlopen(f"{base}/search?{urllib.parse.urlencode(params)}") as answer:
                 return json.loads(answer.read())
