@@ -17,6 +17,7 @@ from bench.realistic_vectors import SHIPPED_MIXTURE, FittedMixture
 from testkit.indexes import write_jsonl
 from tests.conftest import xlsearch, xlsearch_json
 from xlsearch.engine.ann.faiss_index import search
+from xlsearch.engine.ann.on_disk import merged_on_disk, open_on_disk, read_partial
 from xlsearch.engine.store.publish import CRASH_ENV
 from xlsearch.engine.store.reader import IndexReader
 
@@ -141,3 +142,38 @@ def test_a_damaged_lists_file_is_named(on_disk, tmp_path):
     checked = xlsearch("verify", "--index", str(index))
     assert checked.returncode == 1 and "Traceback" not in checked.stderr
     assert "index.ivfdata: sha256" in checked.stderr and "the file is damaged" in checked.stderr
+
+
+@pytest.mark.parametrize("release_bytes", [1, 64 << 20])
+def test_the_merge_writes_what_faiss_merge_writes(tmp_path, release_bytes):
+    """merged_on_disk lays out and fills the lists file a part at a time, dropping the pages it mapped
+    (after every list with release_bytes=1): the file and the index equal FAISS's own merge of the same
+    parts, one of them a whole on-disk index as an append merges it."""
+    vectors = FittedMixture.load(SHIPPED_MIXTURE, seed=3).draw(6_000).astype(np.float32)
+    trained = faiss.index_factory(vectors.shape[1], "IVF64,SQ8", faiss.METRIC_INNER_PRODUCT)
+    trained.train(vectors)
+    paths = []
+    for number, start in enumerate(range(0, 4_000, 1_000)):
+        part = faiss.clone_index(trained)
+        part.add_with_ids(vectors[start:start + 1_000], np.arange(start, start + 1_000))
+        paths.append(tmp_path / f"part-{number}.faiss")
+        faiss.write_index(part, str(paths[-1]))
+    first = merged_on_disk(faiss.clone_index(trained), paths, tmp_path / "first.ivfdata", release_bytes)
+    faiss.write_index(first, str(tmp_path / "first.faiss"))
+    published = open_on_disk(tmp_path / "first.faiss")
+    added = faiss.clone_index(trained)
+    added.add_with_ids(vectors[4_000:], np.arange(4_000, 6_000))
+    ours = merged_on_disk(faiss.clone_index(trained), [published, added], tmp_path / "ours.ivfdata", release_bytes)
+
+    theirs = faiss.OnDiskInvertedLists(trained.nlist, trained.code_size, str(tmp_path / "theirs.ivfdata"))
+    sources = faiss.InvertedListsPtrVector()
+    everything = [read_partial(path) for path in paths] + [added]
+    for part in everything:
+        sources.push_back(faiss.extract_index_ivf(part).invlists)
+    assert theirs.merge_from_multiple(sources.data(), sources.size(), False) == ours.ntotal == 6_000
+    del theirs
+    assert (tmp_path / "ours.ivfdata").read_bytes() == (tmp_path / "theirs.ivfdata").read_bytes()
+    whole = faiss.clone_index(trained)
+    whole.add(vectors)
+    ours.nprobe = whole.nprobe = 8
+    assert np.array_equal(ours.search(vectors[:50], 10)[1], whole.search(vectors[:50], 10)[1])

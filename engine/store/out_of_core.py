@@ -25,7 +25,6 @@ import mmap
 from collections import Counter
 from dataclasses import dataclass, replace
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import faiss
@@ -36,7 +35,7 @@ from xlsearch.engine.ann.faiss_index import (RERANK_FACTOR, TARGET_RECALL, TUNIN
                                              is_lossy, new_index, search, training_rows, tuned_against)
 from xlsearch.engine.ann.index_types import IndexPlan
 from xlsearch.engine.errors import InputError
-from xlsearch.engine.ann.on_disk import lists_file_of, merged_on_disk, open_on_disk, read_partial
+from xlsearch.engine.ann.on_disk import lists_file_of, merged_on_disk, open_on_disk
 from xlsearch.engine.ranking.margin import other_document_neighbours
 from xlsearch.engine.ranking.neighbourhoods import neighbour_depth
 from xlsearch.engine.ranking.neutral import MIN_SENTENCES, LanguageStats
@@ -233,8 +232,7 @@ def _build_plan(staging: Path, plan: IndexPlan, rows: StagedRows, langs: np.ndar
         if progress:
             progress(first + segment["rows"], len(rows), "adding")
     crash_point("partials")
-    with _reading_all(partials) as parts:
-        index = merged_on_disk(faiss.clone_index(trained), parts, staging / LISTS_FILE)
+    index = merged_on_disk(faiss.clone_index(trained), partials, staging / LISTS_FILE)
     crash_point("merge")
     for path in partials:
         path.unlink()
@@ -248,15 +246,6 @@ def _build_plan(staging: Path, plan: IndexPlan, rows: StagedRows, langs: np.ndar
     if progress:
         progress(len(rows), len(rows), "tuning")
     return BuiltIndex(index, "cpu", tuning, plan, below_target=not reached, trained_on=len(sample))
-
-
-@contextmanager
-def _reading_all(paths: list[Path]) -> Iterator[list[faiss.Index]]:
-    parts = [read_partial(path) for path in paths]
-    try:
-        yield parts
-    finally:
-        del parts[:]
 
 
 def _tuned(index: faiss.Index, rows: StagedRows, langs: np.ndarray) -> tuple[dict, bool]:
