@@ -211,6 +211,8 @@ def index(
     device: Annotated[str, typer.Option(help="Where FAISS trains and adds: auto, cpu or gpu (needs faiss-gpu).")] = "auto",
     append: Annotated[bool, typer.Option(help="Add to the index instead of replacing it; a document id seen again replaces its old version.")] = False,
     task: Task = None,
+    ray: Annotated[bool, typer.Option("--ray", help="With --embeddings over the memory budget: add the shards to partial indexes as Ray tasks, on a local Ray or the cluster of --ray-address.")] = False,
+    ray_address: Annotated[Optional[str], typer.Option(help="The Ray cluster to run on, e.g. head:6379 (implies --ray).")] = None,
     fmt: Format = "table",
     embedder=None,
 ) -> None:
@@ -224,6 +226,9 @@ def index(
     check_format(fmt, ("table", "json"))
     if (not corpus) == (embeddings is None) or (embeddings is not None and append):
         raise typer.BadParameter("give a CORPUS, or --embeddings DIR without --append", param_hint="CORPUS")
+    if (ray or ray_address) and embeddings is None:
+        raise typer.BadParameter("Ray builds an index from --embeddings; embed a corpus on Ray with "
+                                 "`xlsearch embed --ray`", param_hint="--ray")
     if append and task is not None:  # the stored task is the index's, set when it is built
         raise typer.BadParameter("an index keeps the task it was built with; give queries another with "
                                  "`query --task`, or build the index again", param_hint="--task")
@@ -238,7 +243,8 @@ def index(
                              chunk_overlap=chunk_overlap, strict=strict, max_rejects=max_rejects, append=append, progress=progress,
                              on_plan=lambda plan: typer.echo(f"Index plan: {plan.describe()}", err=True),
                              on_notice=lambda line: typer.echo(f"note: {line}", err=True),
-                             on_embedder=lambda made: progress.show_stats(lambda: made.stats), embeddings=embeddings)
+                             on_embedder=lambda made: progress.show_stats(lambda: made.stats), embeddings=embeddings,
+                             ray=ray_address if ray_address else ("" if ray else None))
     manifest, report = result.manifest, result.report
     summary = {
         "index": str(index_dir),

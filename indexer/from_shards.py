@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from xlsearch.engine.ann.index_types import IndexPlan
+from xlsearch.engine.ann.on_disk import PartialMaker, partials_here
 from xlsearch.engine.embedders.spec import EmbedderSpec
 from xlsearch.engine.errors import IndexMismatchError, InputError
 from xlsearch.engine.languages import detect_lang, normalize_lang
@@ -232,10 +233,11 @@ def build_from_embeddings(path: Path, index_dir: Path, asked: EmbedderSpec = Emb
                           settings: IndexSettings = IndexSettings(),
                           on_plan: Callable[[IndexPlan], None] | None = None,
                           on_notice: Callable[[str], None] | None = None,
-                          progress: Progress | None = None) -> BuildResult:
+                          progress: Progress | None = None, ray: str | None = None) -> BuildResult:
     """A new version of the index at `index_dir` holding the vectors of the shards at `path` (a directory
     or one Parquet file), queried with the model that made them. Over the memory budget, shard by shard
-    (engine.store.out_of_core, `progress` told each stage's rows); else in memory."""
+    (engine.store.out_of_core, `progress` told each stage's rows), its partial indexes made on Ray with
+    `ray` ("" a local Ray, else a cluster's address); else in memory."""
     path, index_dir = Path(path), Path(index_dir)
     manifest = read_manifest(path) if path.is_dir() else None
     files = _files(path, manifest)
@@ -249,10 +251,13 @@ def build_from_embeddings(path: Path, index_dir: Path, asked: EmbedderSpec = Emb
                             skipped={})
     with writer_lock(index_dir):
         device, plans = planned_build(settings, rows, dim, on_plan, on_notice, out_of_core=True)
+        if ray is not None and not plans[0].on_disk and on_notice:
+            on_notice("the vectors fit the memory budget: indexed in memory in this process, not on Ray")
         if plans[0].on_disk:
             reader = ShardReader(report)
             written, rejects = write_index_out_of_core(index_dir, (reader.read(file) for file in files), provenance,
-                                                       plans, settings=settings, progress=progress)
+                                                       plans, settings=settings, progress=progress,
+                                                       make_partials=_partial_maker(ray))
             report.indexed = written.documents
         else:
             shards = read_shards(files, report)
@@ -261,3 +266,11 @@ def build_from_embeddings(path: Path, index_dir: Path, asked: EmbedderSpec = Emb
                                   rejects=shards.rejects, device=device.device)
             rejects = shards.rejects
     return BuildResult(manifest=written, report=report, rejects=rejects, embedded=0, from_cache=0, failed_servers={})
+
+
+def _partial_maker(ray: str | None) -> PartialMaker:
+    if ray is None:
+        return partials_here
+    from xlsearch.indexer.ray_index import partials_on_ray  # Ray only where asked for
+
+    return partials_on_ray(ray)

@@ -43,21 +43,6 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ray_address():
-    """A real local Ray of 2 CPUs for the module; the commands join it by address. Its workers run at the
-    suite's own priority: at Ray's default niceness (15) they waited behind any busy process on the
-    machine (beside 4 of them, the two Ray tests took 329 s and 188 s at 15, 34 s and 20 s at 0)."""
-    ray = pytest.importorskip("ray")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("RAY_worker_niceness", "0")  # read by the raylet as it starts; restored for the rest
-        context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield context.address_info["gcs_address"]
-    finally:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def clean(corpus, tmp_path_factory):
     """The reference: an in-process run, never stopped."""
     out = tmp_path_factory.mktemp("clean") / "emb"

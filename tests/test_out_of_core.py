@@ -15,7 +15,7 @@ import pytest
 
 from bench.realistic_vectors import SHIPPED_MIXTURE, FittedMixture
 from testkit.indexes import write_jsonl
-from tests.conftest import xlsearch, xlsearch_json
+from tests.conftest import assert_clean_failure, xlsearch, xlsearch_json
 from xlsearch.engine.ann.faiss_index import search
 from xlsearch.engine.ann.on_disk import merged_on_disk, open_on_disk, read_partial
 from xlsearch.engine.store.publish import CRASH_ENV
@@ -86,6 +86,20 @@ def test_on_disk_and_in_memory_builds_answer_alike(shards, tmp_path, budget, key
     np.testing.assert_allclose(disk.neighbourhoods, memory.neighbourhoods, atol=1e-6)
     assert xlsearch("verify", "--index", str(tmp_path / "disk")).returncode == 0
 
+
+
+def test_partial_indexes_made_on_ray_build_the_same_index(shards, on_disk, ray_address, tmp_path):
+    """Ray tasks add the shards to partial indexes (a real local Ray, joined by address): the lists file
+    and the neighbourhoods are those of the build in one process."""
+    built(shards, tmp_path / "ray", "--max-memory", SQ8_BUDGET, "--ray-address", ray_address)
+    here, there = IndexReader(on_disk), IndexReader(tmp_path / "ray")
+    assert (there.directory / "index.ivfdata").read_bytes() == (here.directory / "index.ivfdata").read_bytes()
+    assert np.array_equal(there.neighbourhoods, here.neighbourhoods)
+    # under the budget nothing is made on Ray, and the build says so
+    _, log = built(shards, tmp_path / "memory", "--ray-address", ray_address)
+    assert "indexed in memory in this process, not on Ray" in log
+    refused = xlsearch("index", str(shards), "--index", str(tmp_path / "corpus"), "--ray")
+    assert_clean_failure(refused, "Ray builds an index from --embeddings", code=2)
 
 def test_appends_and_deletes_write_new_lists_and_never_a_published_file(on_disk, tmp_path):
     index = copy_of(on_disk, tmp_path)

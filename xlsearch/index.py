@@ -71,6 +71,7 @@ class Index:
         on_embedder: Callable[[Embedder], None] | None = None,
         on_notice: Callable[[str], None] | None = None,
         embeddings: str | Path | None = None,
+        ray: str | None = None,
     ) -> BuildResult:
         """Embed `corpora` (files, directories, hf:NAME[:CONFIG][:SPLIT]) into a new version of the index
         at `path`; with `append`, add them to the index there (an id seen again replaces its document).
@@ -80,12 +81,12 @@ class Index:
         embedder once it exists (progress displays read its counters); `on_plan` the index plan and
         `on_notice` a line worth telling (why a GPU is left unused, a task the model cannot take), both
         before any embedding. The embedder spec's `task` (a preset name or an instruction) is stored as the
-        queries' task; documents are embedded without one."""
+        queries' task; documents are embedded without one. `embeddings` (and `ray`): from_embeddings."""
         spec = embedder or EmbedderSpec()
         spec = replace(spec, task=resolve_task(spec.task))  # a preset's instruction is what is stored
         if embeddings is not None:  # the vectors of embedding shards instead of `corpora`: from_embeddings
             return cls.from_embeddings(embeddings, path, spec, settings=settings, on_plan=on_plan, on_notice=on_notice,
-                                       progress=progress)
+                                       progress=progress, ray=ray)
         from xlsearch.indexer.mapper import FieldMap
         from xlsearch.indexer.pipeline import build_index
 
@@ -111,16 +112,17 @@ class Index:
     def from_embeddings(cls, embeddings: str | Path, path: str | Path, embedder: EmbedderSpec | None = None, *,
                         settings: IndexSettings = IndexSettings(), on_plan: Callable[[IndexPlan], None] | None = None,
                         on_notice: Callable[[str], None] | None = None,
-                        progress: Callable[..., None] | None = None) -> BuildResult:
+                        progress: Callable[..., None] | None = None, ray: str | None = None) -> BuildResult:
         """A new version of the index at `path` from embedding shards (`xlsearch embed`'s directory, or
         Parquet files of another tool with `id`, `text` and `vector`), embedding nothing. Queries are
         embedded with the model that made them: the shards' manifest says which, else `embedder` does.
         Vectors over the memory budget are indexed shard by shard, on disk; `progress` is told each
-        stage's rows then: (done, total, stage)."""
+        stage's rows then: (done, total, stage), and `ray` makes the shards' partial indexes as Ray tasks
+        ("" on a Ray started on this machine, else on the cluster at that address)."""
         from xlsearch.indexer.from_shards import build_from_embeddings
 
         return build_from_embeddings(Path(embeddings), Path(path), embedder or EmbedderSpec(), settings=settings,
-                                     on_plan=on_plan, on_notice=on_notice, progress=progress)
+                                     on_plan=on_plan, on_notice=on_notice, progress=progress, ray=ray)
 
     def append(self, corpora: Sequence[str | Path], **options) -> BuildResult:
         """Add `corpora` with this index's model and settings; the index then serves the new version."""

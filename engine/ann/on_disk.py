@@ -16,7 +16,7 @@ import functools
 import mmap
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,6 +40,27 @@ def trained_of(index_file: Path) -> faiss.Index:
     lists.this.disown()  # the index owns them now
     ivf.ntotal = index.ntotal = 0
     return index
+
+
+# (first row id, the rows' vectors): a block of rows to add to a partial index
+Block = tuple[int, np.ndarray]
+# Partial indexes of `blocks` (each added to an empty copy of `trained`), serialized, in the blocks' order:
+# in this process (partials_here) or elsewhere (indexer.ray_index's tasks)
+PartialMaker = Callable[[faiss.Index, Iterable[Block]], Iterator[np.ndarray]]
+
+
+def partial_of(trained: faiss.Index, first: int, vectors: np.ndarray) -> np.ndarray:
+    """`vectors` added to an empty copy of `trained` as rows first..., serialized (a partial index file's
+    bytes)."""
+    part = faiss.clone_index(trained)
+    part.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.arange(first, first + len(vectors), dtype=np.int64))
+    return faiss.serialize_index(part)
+
+
+def partials_here(trained: faiss.Index, blocks: Iterable[Block]) -> Iterator[np.ndarray]:
+    """The partial indexes of `blocks`, one after another in this process (FAISS's threads add each)."""
+    for first, vectors in blocks:
+        yield partial_of(trained, first, vectors)
 
 
 def read_partial(path: Path) -> faiss.Index:

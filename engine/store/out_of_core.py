@@ -35,7 +35,7 @@ from xlsearch.engine.ann.faiss_index import (RERANK_FACTOR, TARGET_RECALL, TUNIN
                                              is_lossy, new_index, search, training_rows, tuned_against)
 from xlsearch.engine.ann.index_types import IndexPlan
 from xlsearch.engine.errors import InputError
-from xlsearch.engine.ann.on_disk import lists_file_of, merged_on_disk, open_on_disk
+from xlsearch.engine.ann.on_disk import lists_file_of, PartialMaker, merged_on_disk, open_on_disk, partials_here
 from xlsearch.engine.ranking.margin import other_document_neighbours
 from xlsearch.engine.ranking.neighbourhoods import neighbour_depth
 from xlsearch.engine.ranking.neutral import MIN_SENTENCES, LanguageStats
@@ -147,11 +147,12 @@ def _release(array: np.memmap) -> None:
 
 
 def write_index_out_of_core(directory: Path, shards: Iterable[Shard], provenance, plans: list[IndexPlan],
-                            settings: IndexSettings = IndexSettings(),
-                            progress: Progress | None = None) -> tuple[Manifest, list[dict]]:
+                            settings: IndexSettings = IndexSettings(), progress: Progress | None = None,
+                            make_partials: PartialMaker = partials_here) -> tuple[Manifest, list[dict]]:
     """A whole index version from `shards`, read one at a time, with the first of `plans` (on-disk
-    inverted files) that reaches the recall target (module docstring). Returns its manifest and the
-    shards' rejects."""
+    inverted files) that reaches the recall target (module docstring); `make_partials` adds the
+    segments' rows to partial indexes (in this process by default). Returns its manifest and the shards'
+    rejects."""
     rejects, skipped = [], Counter(provenance.skipped)
     with staged_version(Path(directory)) as staging:
         rows = StagedRows(staging)
@@ -167,7 +168,7 @@ def write_index_out_of_core(directory: Path, shards: Iterable[Shard], provenance
         rows.stats = _language_stats(rows, langs, settings)
         if rows.stats is not None:
             rows.stats.save(staging)
-        built = _built_on_disk(staging, plans, rows, langs, progress)
+        built = _built_on_disk(staging, plans, rows, langs, make_partials, progress)
         doc_codes = rows.doc_codes()
         if settings.uses_neighbourhoods:
             scores, found = _neighbours(built, rows, langs, doc_codes, neighbour_depth(settings.scoring), progress)
@@ -199,38 +200,35 @@ def _language_stats(rows: StagedRows, langs: np.ndarray, settings: IndexSettings
 
 
 def _built_on_disk(staging: Path, plans: list[IndexPlan], rows: StagedRows, langs: np.ndarray,
-                   progress: Progress | None) -> BuiltIndex:
+                   make_partials: PartialMaker, progress: Progress | None) -> BuiltIndex:
     """The first of `plans` whose tuning reaches the target, written to staging; when none does, the
     closest (built again unless it was the last)."""
     tried: list[tuple[IndexPlan, dict]] = []
     for plan in plans:
-        built = _build_plan(staging, plan, rows, langs, progress)
+        built = _build_plan(staging, plan, rows, langs, make_partials, progress)
         if not built.below_target:
             built.also_tried = tuple(entry for _, entry in tried)
             return built
         tried.append((plan, {"key": plan.key, "params": built.tuning["params"], "recall@10": built.tuning["recall@10"]}))
     closest = max(tried, key=lambda pair: pair[1]["recall@10"])[0]
     if closest is not built.plan:
-        built = _build_plan(staging, closest, rows, langs, progress)
+        built = _build_plan(staging, closest, rows, langs, make_partials, progress)
     built.also_tried = tuple(entry for plan, entry in tried if plan is not closest)
     return built
 
 
-def _build_plan(staging: Path, plan: IndexPlan, rows: StagedRows, langs: np.ndarray,
+def _build_plan(staging: Path, plan: IndexPlan, rows: StagedRows, langs: np.ndarray, make_partials: PartialMaker,
                 progress: Progress | None) -> BuiltIndex:
     trained = new_index(plan, rows.dim)
     sample = training_rows(trained, len(rows))
     trained.train(np.ascontiguousarray(rows.searchable(sample, langs)))
     partials = []
-    for number, segment in enumerate(rows.segments):
-        part = faiss.clone_index(trained)
-        first = rows.first_row(number)
-        part.add_with_ids(rows.segment_searchable(number, langs), np.arange(first, first + segment["rows"], dtype=np.int64))
+    blocks = ((rows.first_row(number), rows.segment_searchable(number, langs)) for number in range(len(rows.segments)))
+    for number, serialized in enumerate(make_partials(trained, blocks)):
         partials.append(staging / f"partial-{number:06d}.faiss")
-        faiss.write_index(part, str(partials[-1]))
-        del part
+        serialized.tofile(partials[-1])
         if progress:
-            progress(first + segment["rows"], len(rows), "adding")
+            progress(rows.first_row(number) + rows.segments[number]["rows"], len(rows), "adding")
     crash_point("partials")
     index = merged_on_disk(faiss.clone_index(trained), partials, staging / LISTS_FILE)
     crash_point("merge")
