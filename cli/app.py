@@ -211,7 +211,7 @@ def index(
     device: Annotated[str, typer.Option(help="Where FAISS trains and adds: auto, cpu or gpu (needs faiss-gpu).")] = "auto",
     append: Annotated[bool, typer.Option(help="Add to the index instead of replacing it; a document id seen again replaces its old version.")] = False,
     task: Task = None,
-    ray: Annotated[bool, typer.Option("--ray", help="With --embeddings over the memory budget: add the shards to partial indexes as Ray tasks, on a local Ray or the cluster of --ray-address.")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="With --embeddings over the memory budget: make the partial indexes and search the neighbourhoods as Ray tasks, on a local Ray or the cluster of --ray-address (the index directory on a shared file system).")] = False,
     ray_address: Annotated[Optional[str], typer.Option(help="The Ray cluster to run on, e.g. head:6379 (implies --ray).")] = None,
     fmt: Format = "table",
     embedder=None,

@@ -6,6 +6,7 @@ time (engine.store.out_of_core)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -17,12 +18,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from xlsearch.engine.ann.index_types import IndexPlan
-from xlsearch.engine.ann.on_disk import PartialMaker, partials_here
 from xlsearch.engine.embedders.spec import EmbedderSpec
 from xlsearch.engine.errors import IndexMismatchError, InputError
 from xlsearch.engine.languages import detect_lang, normalize_lang
 from xlsearch.engine.profiles import profile_for
-from xlsearch.engine.store.out_of_core import Progress, Shard, document_keys, write_index_out_of_core
+from xlsearch.engine.store.out_of_core import (InProcess, Progress, SegmentRunner, Shard, document_keys,
+                                                write_index_out_of_core)
 from xlsearch.engine.store.publish import writer_lock
 from xlsearch.engine.store.settings import IndexSettings
 from xlsearch.engine.store.writer import Provenance, write_index
@@ -236,7 +237,7 @@ def build_from_embeddings(path: Path, index_dir: Path, asked: EmbedderSpec = Emb
                           progress: Progress | None = None, ray: str | None = None) -> BuildResult:
     """A new version of the index at `index_dir` holding the vectors of the shards at `path` (a directory
     or one Parquet file), queried with the model that made them. Over the memory budget, shard by shard
-    (engine.store.out_of_core, `progress` told each stage's rows), its partial indexes made on Ray with
+    (engine.store.out_of_core, `progress` told each stage's rows), its segment steps run on Ray with
     `ray` ("" a local Ray, else a cluster's address); else in memory."""
     path, index_dir = Path(path), Path(index_dir)
     manifest = read_manifest(path) if path.is_dir() else None
@@ -255,9 +256,10 @@ def build_from_embeddings(path: Path, index_dir: Path, asked: EmbedderSpec = Emb
             on_notice("the vectors fit the memory budget: indexed in memory in this process, not on Ray")
         if plans[0].on_disk:
             reader = ShardReader(report)
-            written, rejects = write_index_out_of_core(index_dir, (reader.read(file) for file in files), provenance,
-                                                       plans, settings=settings, progress=progress,
-                                                       make_partials=_partial_maker(ray))
+            with _runner(ray) as runner:
+                written, rejects = write_index_out_of_core(index_dir, (reader.read(file) for file in files),
+                                                           provenance, plans, settings=settings, progress=progress,
+                                                           runner=runner)
             report.indexed = written.documents
         else:
             shards = read_shards(files, report)
@@ -268,9 +270,9 @@ def build_from_embeddings(path: Path, index_dir: Path, asked: EmbedderSpec = Emb
     return BuildResult(manifest=written, report=report, rejects=rejects, embedded=0, from_cache=0, failed_servers={})
 
 
-def _partial_maker(ray: str | None) -> PartialMaker:
+def _runner(ray: str | None) -> contextlib.AbstractContextManager[SegmentRunner]:
     if ray is None:
-        return partials_here
-    from xlsearch.indexer.ray_index import partials_on_ray  # Ray only where asked for
+        return contextlib.nullcontext(InProcess())
+    from xlsearch.indexer.ray_index import OnRay  # Ray only where asked for
 
-    return partials_on_ray(ray)
+    return OnRay(ray)

@@ -1,56 +1,82 @@
-"""Partial indexes made as Ray tasks (`index --embeddings DIR --ray`): each segment's rows go to a task
-through Ray's object store, are added there to the trained index (sent once), and come back as the partial
-index's bytes, in order. Nothing is read from the index's directory on a worker, so the cluster needs no
-shared file system for this step; Ray runs a task whose worker dies again (its default: 3 retries)."""
+"""The out-of-core build's segment steps as Ray tasks (`index --embeddings DIR --ray`), each segment's
+result handed back in order, a few segments in flight per CPU of the cluster:
+
+- partial indexes: a segment's rows go to a task through Ray's object store, are added there to the
+  trained index (sent once), and come back as the partial index's bytes: no shared file system needed;
+- neighbourhoods: a task opens the staged index and segments by path and searches one segment's rows
+  against the whole index: the version's staging directory must be one path on every node (a shared
+  file system), as `embed --ray`'s output directory must.
+
+Ray runs a task whose worker dies again (its default: 3 retries); results are the same as in one process."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import faiss
 import numpy as np
 
-from xlsearch.engine.ann.on_disk import Block, PartialMaker, partial_of
+from xlsearch.engine.ann.on_disk import Block, partial_of
 from xlsearch.engine.errors import BackendError
+from xlsearch.engine.store.out_of_core import NeighbourJob, segment_neighbours
 
-# Blocks sent ahead of the partial the driver waits for, per CPU of the cluster: enough to keep every CPU
-# busy while the driver writes what came back, few enough that the driver holds only these blocks
+# Segments sent ahead of the result the driver waits for, per CPU of the cluster: enough to keep every
+# CPU busy while the driver takes what came back, few enough that the driver holds only these segments
 IN_FLIGHT_PER_CPU = 2
 
 
-def _add(trained: np.ndarray, first: int, vectors: np.ndarray) -> np.ndarray:
+def _partial(trained: np.ndarray, first: int, vectors: np.ndarray) -> np.ndarray:
     return partial_of(faiss.deserialize_index(trained), first, vectors)
 
 
-def partials_on_ray(address: str) -> PartialMaker:
-    """A PartialMaker running on Ray: `address` "" starts a Ray on this machine, else joins that cluster."""
-    try:
-        import ray
-    except ImportError:
-        raise BackendError("`ray` needs Ray: pip install 'xlsearch[ray]'") from None
+def _neighbours(job: NeighbourJob, number: int) -> tuple[np.ndarray, np.ndarray]:
+    index, rows = job.opened()
+    return segment_neighbours(job, index, rows, number)
 
-    def make(trained: faiss.Index, blocks: Iterable[Block]) -> Iterator[np.ndarray]:
-        joined = not ray.is_initialized()  # else the caller's Ray (a library user's, a test's): left as it is
-        # Ray's driver prints what its cluster reports on stdout, the command's JSON channel
-        with contextlib.redirect_stdout(sys.stderr):
-            if joined:
-                ray.init(address=address or None, include_dashboard=False, log_to_driver=False, configure_logging=False)
-            try:
-                add = ray.remote(num_cpus=1)(_add)
-                shared = ray.put(faiss.serialize_index(trained))
-                window = max(1, int(ray.cluster_resources().get("CPU", 1)) * IN_FLIGHT_PER_CPU)
-                pending: deque = deque()
-                for first, vectors in blocks:
-                    pending.append(add.remote(shared, first, vectors))
-                    if len(pending) >= window:
-                        yield ray.get(pending.popleft())
-                while pending:
-                    yield ray.get(pending.popleft())
-            finally:
-                if joined:
-                    ray.shutdown()
 
-    return make
+class OnRay:
+    """A SegmentRunner on Ray, for the length of a `with` block: `address` "" starts a Ray on this
+    machine, else joins that cluster; a Ray already running in this process (a library user's, a
+    test's) is used and left as it is."""
+
+    def __init__(self, address: str) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise BackendError("`ray` needs Ray: pip install 'xlsearch[ray]'") from None
+        self.ray, self.address, self.joined = ray, address, False
+
+    def __enter__(self) -> OnRay:
+        self.joined = not self.ray.is_initialized()
+        if self.joined:
+            with contextlib.redirect_stdout(sys.stderr):  # Ray's start-up lines: stdout is the command's JSON
+                self.ray.init(address=self.address or None, include_dashboard=False, log_to_driver=False,
+                              configure_logging=False)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.joined:
+            self.ray.shutdown()
+
+    def partials(self, trained: faiss.Index, blocks: Iterable[Block]) -> Iterator[np.ndarray]:
+        shared = self.ray.put(faiss.serialize_index(trained))
+        task = self.ray.remote(num_cpus=1)(_partial)
+        return self._in_order(lambda block: task.remote(shared, *block), blocks)
+
+    def neighbourhoods(self, job: NeighbourJob) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        shared = self.ray.put(job)
+        task = self.ray.remote(num_cpus=1)(_neighbours)
+        return self._in_order(lambda number: task.remote(shared, number), range(len(job.segments)))
+
+    def _in_order(self, submit: Callable, items: Iterable) -> Iterator:
+        window = max(1, int(self.ray.cluster_resources().get("CPU", 1)) * IN_FLIGHT_PER_CPU)
+        pending: deque = deque()
+        for item in items:
+            pending.append(submit(item))
+            if len(pending) >= window:
+                yield self.ray.get(pending.popleft())
+        while pending:
+            yield self.ray.get(pending.popleft())

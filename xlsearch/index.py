@@ -117,7 +117,7 @@ class Index:
         Parquet files of another tool with `id`, `text` and `vector`), embedding nothing. Queries are
         embedded with the model that made them: the shards' manifest says which, else `embedder` does.
         Vectors over the memory budget are indexed shard by shard, on disk; `progress` is told each
-        stage's rows then: (done, total, stage), and `ray` makes the shards' partial indexes as Ray tasks
+        stage's rows then: (done, total, stage), and `ray` runs the steps that go a shard at a time as Ray tasks
         ("" on a Ray started on this machine, else on the cluster at that address)."""
         from xlsearch.indexer.from_shards import build_from_embeddings
 

@@ -16,7 +16,7 @@ import functools
 import mmap
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -44,9 +44,6 @@ def trained_of(index_file: Path) -> faiss.Index:
 
 # (first row id, the rows' vectors): a block of rows to add to a partial index
 Block = tuple[int, np.ndarray]
-# Partial indexes of `blocks` (each added to an empty copy of `trained`), serialized, in the blocks' order:
-# in this process (partials_here) or elsewhere (indexer.ray_index's tasks)
-PartialMaker = Callable[[faiss.Index, Iterable[Block]], Iterator[np.ndarray]]
 
 
 def partial_of(trained: faiss.Index, first: int, vectors: np.ndarray) -> np.ndarray:
@@ -55,12 +52,6 @@ def partial_of(trained: faiss.Index, first: int, vectors: np.ndarray) -> np.ndar
     part = faiss.clone_index(trained)
     part.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.arange(first, first + len(vectors), dtype=np.int64))
     return faiss.serialize_index(part)
-
-
-def partials_here(trained: faiss.Index, blocks: Iterable[Block]) -> Iterator[np.ndarray]:
-    """The partial indexes of `blocks`, one after another in this process (FAISS's threads add each)."""
-    for first, vectors in blocks:
-        yield partial_of(trained, first, vectors)
 
 
 def read_partial(path: Path) -> faiss.Index:
@@ -123,6 +114,11 @@ def _lists_of(part: Path | faiss.Index) -> Iterator[faiss.InvertedLists]:
 
 def _list_sizes(lists: faiss.InvertedLists) -> np.ndarray:
     return np.fromiter((lists.list_size(number) for number in range(lists.nlist)), dtype=np.uint64, count=lists.nlist)
+
+
+def release_pages(index: faiss.Index) -> None:
+    """_release_pages for the lists of an index opened by open_on_disk."""
+    _release_pages(faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists))
 
 
 def _release_pages(lists: faiss.InvertedLists) -> None:

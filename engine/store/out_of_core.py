@@ -24,6 +24,7 @@ import hashlib
 import mmap
 from collections import Counter
 from dataclasses import dataclass, replace
+from typing import Protocol
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from xlsearch.engine.ann.faiss_index import (RERANK_FACTOR, TARGET_RECALL, TUNIN
                                              is_lossy, new_index, search, training_rows, tuned_against)
 from xlsearch.engine.ann.index_types import IndexPlan
 from xlsearch.engine.errors import InputError
-from xlsearch.engine.ann.on_disk import lists_file_of, PartialMaker, merged_on_disk, open_on_disk, partials_here
+from xlsearch.engine.ann.on_disk import lists_file_of, Block, merged_on_disk, open_on_disk, partial_of, release_pages
 from xlsearch.engine.ranking.margin import other_document_neighbours
 from xlsearch.engine.ranking.neighbourhoods import neighbour_depth
 from xlsearch.engine.ranking.neutral import MIN_SENTENCES, LanguageStats
@@ -78,6 +79,18 @@ class StagedRows:
         self._langs: list[pa.Array] = []
         self._doc_keys: list[np.ndarray] = []
         self.stats: LanguageStats | None = None
+
+    @classmethod
+    def reopened(cls, staging: Path, segments: Iterable[dict], stats: LanguageStats | None) -> StagedRows:
+        """The vectors of `segments` written in `staging` (by another process), for raw and searchable
+        gathers; without the rows' languages and documents, which the caller has."""
+        rows = cls(staging)
+        rows.stats = stats
+        for segment in segments:
+            rows.segments.append(segment)
+            rows._raw.append(np.load(staging / segment["vectors"], mmap_mode="r", allow_pickle=False))
+            rows._starts.append(rows._starts[-1] + segment["rows"])
+        return rows
 
     def add(self, meta: pa.Table, vectors: np.ndarray, doc_keys: np.ndarray | None = None) -> None:
         number = len(self.segments)
@@ -130,6 +143,56 @@ class StagedRows:
         return self._starts[number]
 
 
+@dataclass(frozen=True)
+class NeighbourJob:
+    """What the neighbourhood search of any segment needs, for a worker too: the staged index and
+    segments, read by path (a worker on another node needs that path on a shared file system), and the
+    per-row arrays of the whole index (languages: 12 bytes a row, documents: 8)."""
+
+    staging: Path
+    segments: tuple[dict, ...]
+    stats: LanguageStats | None
+    langs: np.ndarray
+    doc_codes: np.ndarray
+    params: dict  # the tuned search depth
+    depth: int  # neighbours a row
+
+    def opened(self) -> tuple[faiss.Index, StagedRows]:
+        """The staged index (lists mapped read-only) and its rows' vectors, opened in this process."""
+        return open_on_disk(self.staging / INDEX_FILE), StagedRows.reopened(self.staging, self.segments, self.stats)
+
+
+def segment_neighbours(job: NeighbourJob, index: faiss.Index, rows: StagedRows, number: int) -> tuple[np.ndarray, np.ndarray]:
+    """Segment `number`'s rows' nearest rows of other documents through the whole index (job.opened())."""
+    def tuned_search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return search(index, queries, k, job.params, exact_vectors=lambda found: rows.searchable(found, job.langs))
+
+    return other_document_neighbours(tuned_search, rows.segment_searchable(number, job.langs), job.doc_codes, job.depth,
+                                     first_row=rows.first_row(number))
+
+
+class SegmentRunner(Protocol):
+    """Where the steps that go a segment at a time run: the partial indexes and the neighbourhoods, each
+    segment's result handed back in segment order."""
+
+    def partials(self, trained: faiss.Index, blocks: Iterable[Block]) -> Iterator[np.ndarray]: ...
+
+    def neighbourhoods(self, job: NeighbourJob) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+
+class InProcess:
+    """Both steps in this process, a segment after another (FAISS's threads share each one out)."""
+
+    def partials(self, trained: faiss.Index, blocks: Iterable[Block]) -> Iterator[np.ndarray]:
+        for first, vectors in blocks:
+            yield partial_of(trained, first, vectors)
+
+    def neighbourhoods(self, job: NeighbourJob) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        index, rows = job.opened()
+        for number in range(len(job.segments)):
+            yield segment_neighbours(job, index, rows, number)
+
+
 def document_keys(doc_ids: pa.ChunkedArray) -> np.ndarray:
     """A 64-bit key per document id (blake2b): equal ids, equal keys; distinct ids collide with odds of
     about 1e-6 among 5M ids. A key array costs 8 bytes a row, a set of the ids about 80."""
@@ -148,11 +211,10 @@ def _release(array: np.memmap) -> None:
 
 def write_index_out_of_core(directory: Path, shards: Iterable[Shard], provenance, plans: list[IndexPlan],
                             settings: IndexSettings = IndexSettings(), progress: Progress | None = None,
-                            make_partials: PartialMaker = partials_here) -> tuple[Manifest, list[dict]]:
+                            runner: SegmentRunner = InProcess()) -> tuple[Manifest, list[dict]]:
     """A whole index version from `shards`, read one at a time, with the first of `plans` (on-disk
-    inverted files) that reaches the recall target (module docstring); `make_partials` adds the
-    segments' rows to partial indexes (in this process by default). Returns its manifest and the shards'
-    rejects."""
+    inverted files) that reaches the recall target (module docstring); `runner` runs the steps that go a
+    segment at a time (in this process by default). Returns its manifest and the shards' rejects."""
     rejects, skipped = [], Counter(provenance.skipped)
     with staged_version(Path(directory)) as staging:
         rows = StagedRows(staging)
@@ -168,10 +230,14 @@ def write_index_out_of_core(directory: Path, shards: Iterable[Shard], provenance
         rows.stats = _language_stats(rows, langs, settings)
         if rows.stats is not None:
             rows.stats.save(staging)
-        built = _built_on_disk(staging, plans, rows, langs, make_partials, progress)
+        built = _built_on_disk(staging, plans, rows, langs, runner, progress)
         doc_codes = rows.doc_codes()
         if settings.uses_neighbourhoods:
-            scores, found = _neighbours(built, rows, langs, doc_codes, neighbour_depth(settings.scoring), progress)
+            job = NeighbourJob(staging, tuple(rows.segments), rows.stats, langs, doc_codes, built.tuning["params"],
+                               neighbour_depth(settings.scoring))
+            # the search opens the index again, as a worker does: the pages tuning mapped would count twice
+            release_pages(built.index)
+            scores, found = _neighbours(job, runner, progress)
             write_neighbours(staging, scores, found, settings.scoring, langs)
         write_rejects(staging, rejects)
         manifest = index_manifest(staging, replace(provenance, skipped=dict(skipped)), built, settings,
@@ -200,31 +266,31 @@ def _language_stats(rows: StagedRows, langs: np.ndarray, settings: IndexSettings
 
 
 def _built_on_disk(staging: Path, plans: list[IndexPlan], rows: StagedRows, langs: np.ndarray,
-                   make_partials: PartialMaker, progress: Progress | None) -> BuiltIndex:
+                   runner: SegmentRunner, progress: Progress | None) -> BuiltIndex:
     """The first of `plans` whose tuning reaches the target, written to staging; when none does, the
     closest (built again unless it was the last)."""
     tried: list[tuple[IndexPlan, dict]] = []
     for plan in plans:
-        built = _build_plan(staging, plan, rows, langs, make_partials, progress)
+        built = _build_plan(staging, plan, rows, langs, runner, progress)
         if not built.below_target:
             built.also_tried = tuple(entry for _, entry in tried)
             return built
         tried.append((plan, {"key": plan.key, "params": built.tuning["params"], "recall@10": built.tuning["recall@10"]}))
     closest = max(tried, key=lambda pair: pair[1]["recall@10"])[0]
     if closest is not built.plan:
-        built = _build_plan(staging, closest, rows, langs, make_partials, progress)
+        built = _build_plan(staging, closest, rows, langs, runner, progress)
     built.also_tried = tuple(entry for plan, entry in tried if plan is not closest)
     return built
 
 
-def _build_plan(staging: Path, plan: IndexPlan, rows: StagedRows, langs: np.ndarray, make_partials: PartialMaker,
+def _build_plan(staging: Path, plan: IndexPlan, rows: StagedRows, langs: np.ndarray, runner: SegmentRunner,
                 progress: Progress | None) -> BuiltIndex:
     trained = new_index(plan, rows.dim)
     sample = training_rows(trained, len(rows))
     trained.train(np.ascontiguousarray(rows.searchable(sample, langs)))
     partials = []
     blocks = ((rows.first_row(number), rows.segment_searchable(number, langs)) for number in range(len(rows.segments)))
-    for number, serialized in enumerate(make_partials(trained, blocks)):
+    for number, serialized in enumerate(runner.partials(trained, blocks)):
         partials.append(staging / f"partial-{number:06d}.faiss")
         serialized.tofile(partials[-1])
         if progress:
@@ -273,20 +339,15 @@ def _tuned(index: faiss.Index, rows: StagedRows, langs: np.ndarray) -> tuple[dic
                          faiss.IDSelectorNot(outside))
 
 
-def _neighbours(built: BuiltIndex, rows: StagedRows, langs: np.ndarray, doc_codes: np.ndarray, depth: int,
-                progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
+def _neighbours(job: NeighbourJob, runner: SegmentRunner, progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
     """Each row's nearest rows of other documents through the whole index, a segment of queries at a time."""
-    def tuned_search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return search(built.index, queries, k, built.tuning["params"],
-                      exact_vectors=lambda found: rows.searchable(found, langs))
-
-    scores = np.full((len(rows), depth), -np.inf, np.float32)
-    found = np.full((len(rows), depth), -1, np.int64)
-    for number, segment in enumerate(rows.segments):
-        first = rows.first_row(number)
-        stop = first + segment["rows"]
-        scores[first:stop], found[first:stop] = other_document_neighbours(
-            tuned_search, rows.segment_searchable(number, langs), doc_codes, depth, first_row=first)
+    total = len(job.doc_codes)
+    scores = np.full((total, job.depth), -np.inf, np.float32)
+    found = np.full((total, job.depth), -1, np.int64)
+    stop = 0
+    for segment, (segment_scores, segment_found) in zip(job.segments, runner.neighbourhoods(job)):
+        first, stop = stop, stop + segment["rows"]
+        scores[first:stop], found[first:stop] = segment_scores, segment_found
         if progress:
-            progress(stop, len(rows), "neighbourhoods")
+            progress(stop, total, "neighbourhoods")
     return scores, found
