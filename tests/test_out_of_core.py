@@ -25,8 +25,9 @@ from xlsearch.engine.store.reader import IndexReader
 pytestmark = pytest.mark.processes
 
 ROWS, SHARDS = 12_000, 4
-# raw vectors 18.4 MB: both budgets put them on disk; 8 MB holds 8-bit codes (4.7 MB), 3 MB does not
-SQ8_BUDGET, PQ_BUDGET = "8MB", "3MB"
+# raw vectors 18.4 MB: every budget puts them on disk; 8 MB holds 8-bit codes (4.4 MB), 3 MB 4-bit codes
+# (2.2 MB), 2 MB neither (then product quantisation)
+SQ8_BUDGET, SQ4_BUDGET, PQ_BUDGET = "8MB", "3MB", "2MB"
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def copy_of(index, tmp_path):
     return tmp_path / "index"
 
 
-@pytest.mark.parametrize("budget, key", [(SQ8_BUDGET, "SQ8"), (PQ_BUDGET, "PQ48")])
+@pytest.mark.parametrize("budget, key", [(SQ8_BUDGET, "SQ8"), (SQ4_BUDGET, "SQ4"), (PQ_BUDGET, "PQ48")])
 def test_on_disk_and_in_memory_builds_answer_alike(shards, tmp_path, budget, key):
     summary, log = built(shards, tmp_path / "disk", "--max-memory", budget)
     assert "on disk: the vectors do not fit the memory budget" in log and key in log

@@ -183,9 +183,14 @@ def training_rows(index: faiss.Index, count: int, seed: int = 0) -> np.ndarray:
 
 
 def is_lossy(index: faiss.Index) -> bool:
-    """Product-quantised codes lose too much to rank by: their candidates are re-scored exactly."""
+    """Product-quantised and 4-bit codes lose too much to rank by: their candidates are re-scored
+    exactly."""
     ivf = faiss.try_extract_index_ivf(index)
-    return isinstance(faiss.downcast_index(ivf) if ivf is not None else index, (faiss.IndexIVFPQ, faiss.IndexPQ))
+    codes = faiss.downcast_index(ivf) if ivf is not None else index
+    if isinstance(codes, (faiss.IndexIVFPQ, faiss.IndexPQ)):
+        return True
+    scalar = getattr(codes, "sq", None)
+    return scalar is not None and scalar.qtype in (faiss.ScalarQuantizer.QT_4bit, faiss.ScalarQuantizer.QT_4bit_uniform)
 
 
 def depth_parameter(index: faiss.Index) -> str | None:
