@@ -79,6 +79,7 @@ def test_on_disk_and_in_memory_builds_answer_alike(shards, tmp_path, budget, key
     memory = IndexReader(tmp_path / "memory")
     assert "on_disk" not in memory.manifest.index and (memory.manifest.count, memory.manifest.documents) == (
         disk.manifest.count, disk.manifest.documents)
+    assert disk.manifest.languages == memory.manifest.languages
     assert disk.manifest.index["params"] == memory.manifest.index["params"]
     queries = FittedMixture.load(SHIPPED_MIXTURE, seed=1).draw(50)
     lists = faiss.extract_index_ivf(disk.index).nlist
