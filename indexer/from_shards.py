@@ -273,6 +273,6 @@ def build_from_embeddings(path: Path, index_dir: Path, asked: EmbedderSpec = Emb
 def _runner(ray: str | None) -> contextlib.AbstractContextManager[SegmentRunner]:
     if ray is None:
         return contextlib.nullcontext(InProcess())
-    from xlsearch.indexer.ray_index import OnRay  # Ray only where asked for
+    from xlsearch.indexer.ray_index import on_ray  # Ray only where asked for
 
-    return OnRay(ray)
+    return on_ray(ray)

@@ -11,17 +11,17 @@ Ray runs a task whose worker dies again (its default: 3 retries); results are th
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from types import ModuleType
 
 import faiss
 import numpy as np
 
 from xlsearch.engine.ann.on_disk import Block, partial_of
-from xlsearch.engine.errors import BackendError
 from xlsearch.engine.store.out_of_core import NeighbourJob, segment_neighbours
+from xlsearch.indexer.ray_session import ray_session
 
 # Segments sent ahead of the result the driver waits for, per CPU of the cluster: enough to keep every
 # CPU busy while the driver takes what came back, few enough that the driver holds only these segments
@@ -37,29 +37,19 @@ def _neighbours(job: NeighbourJob, number: int) -> tuple[np.ndarray, np.ndarray]
     return segment_neighbours(job, index, rows, number)
 
 
+@contextmanager
+def on_ray(address: str) -> Iterator[OnRay]:
+    """A SegmentRunner on Ray for the block (indexer.ray_session: `address` "" starts a Ray on this
+    machine, else joins that cluster)."""
+    with ray_session(address) as ray:
+        yield OnRay(ray)
+
+
 class OnRay:
-    """A SegmentRunner on Ray, for the length of a `with` block: `address` "" starts a Ray on this
-    machine, else joins that cluster; a Ray already running in this process (a library user's, a
-    test's) is used and left as it is."""
+    """A SegmentRunner whose steps are tasks of the Ray `ray` has joined."""
 
-    def __init__(self, address: str) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise BackendError("`ray` needs Ray: pip install 'xlsearch[ray]'") from None
-        self.ray, self.address, self.joined = ray, address, False
-
-    def __enter__(self) -> OnRay:
-        self.joined = not self.ray.is_initialized()
-        if self.joined:
-            with contextlib.redirect_stdout(sys.stderr):  # Ray's start-up lines: stdout is the command's JSON
-                self.ray.init(address=self.address or None, include_dashboard=False, log_to_driver=False,
-                              configure_logging=False)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.joined:
-            self.ray.shutdown()
+    def __init__(self, ray: ModuleType) -> None:
+        self.ray = ray
 
     def partials(self, trained: faiss.Index, blocks: Iterable[Block]) -> Iterator[np.ndarray]:
         shared = self.ray.put(faiss.serialize_index(trained))

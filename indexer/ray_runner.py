@@ -6,17 +6,17 @@ worker dies is run again (up to 3 times), a dead embedding actor is restarted an
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
-from xlsearch.engine.errors import BackendError, XLSearchError
+from xlsearch.engine.errors import XLSearchError
 from xlsearch.indexer.embed_parts import embed_part, read_parts, write_part
 from xlsearch.indexer.embed_job import JobPlan
+from xlsearch.indexer.ray_session import ray_session
 from xlsearch.indexer.shard_files import ShardRecord
 
 # Read and write tasks ask for no CPU: they are light beside the model, and on a 2-core machine two
@@ -95,14 +95,12 @@ def run_on_ray(plan: JobPlan, directory: Path, done: frozenset[str], address: st
                progress: Callable[[int], None]) -> Iterator[tuple[ShardRecord, dict[str, str]]]:
     """run_in_process's twin on Ray: `address` "" starts a Ray on this machine, else joins that cluster
     (the output directory must be one path on every node: a shared file system)."""
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        raise BackendError("`ray` needs Ray: pip install 'xlsearch[ray]'") from None
-    joined = not ray.is_initialized()  # else the caller's Ray (a library user's, a test's): left as it is
-    if joined:
-        ray.init(address=address or None, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    with ray_session(address) as ray:
+        yield from _embedded(ray, plan, directory, done, actors, progress)
+
+
+def _embedded(ray: ModuleType, plan: JobPlan, directory: Path, done: frozenset[str], actors: int | None,
+              progress: Callable[[int], None]) -> Iterator[tuple[ShardRecord, dict[str, str]]]:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
@@ -115,19 +113,11 @@ def run_on_ray(plan: JobPlan, directory: Path, done: frozenset[str], address: st
              compute=ray.data.ActorPoolStrategy(size=count), num_cpus=cpus)
         .map(_write, fn_kwargs={"directory": str(directory)}, num_cpus=_LIGHT)
     )
-    # Ray's driver prints what its cluster reports (a worker died and its task is run again) on stdout,
-    # from a thread of its own: sent to stderr while the job runs, and the thread stopped (ray.shutdown
-    # leaves the cluster, and stops a Ray this job started) before stdout is the command's again
-    with contextlib.redirect_stdout(sys.stderr):
-        try:
-            for row in dataset.iter_rows():
-                done_or_failed = pickle.loads(row[_PAYLOAD])
-                if isinstance(done_or_failed, _Failed):
-                    raise done_or_failed.error()
-                record, failed_servers = done_or_failed
-                progress(record.rows + len(record.rejects))
-                yield record, failed_servers
-        finally:
-            if joined:
-                ray.shutdown()
+    for row in dataset.iter_rows():
+        done_or_failed = pickle.loads(row[_PAYLOAD])
+        if isinstance(done_or_failed, _Failed):
+            raise done_or_failed.error()
+        record, failed_servers = done_or_failed
+        progress(record.rows + len(record.rejects))
+        yield record, failed_servers
 
