@@ -239,6 +239,8 @@ if __name__ == "__main__":
     parser.add_argument("--scoring", default=PARALLEL_MARGIN, help="the index's scoring; cosine computes no neighbourhoods")
     parser.add_argument("--time-neighbourhoods", type=int, default=0, metavar="SEGMENTS",
                         help="time the default scoring's neighbourhoods of this many segments of the index built")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: its results file is named -quick, "
+                        "and bench.report leaves it out")
     parser.add_argument("--child-build", nargs=4, metavar=("SHARDS", "INDEX", "BUDGET", "SCORING"), help=argparse.SUPPRESS)
     ARGS = parser.parse_args()
     if ARGS.child_build:
@@ -248,5 +250,6 @@ if __name__ == "__main__":
                      ARGS.time_neighbourhoods)
         print(json.dumps(report, indent=2))
         RESULTS.mkdir(exist_ok=True)
-        name = f"out_of_core-{ARGS.rows}-{ARGS.max_memory}" + ("" if ARGS.scoring == PARALLEL_MARGIN else f"-{ARGS.scoring}")
+        name = (f"out_of_core-{ARGS.rows}-{ARGS.max_memory}" + ("" if ARGS.scoring == PARALLEL_MARGIN else f"-{ARGS.scoring}")
+                + ("-quick" if ARGS.quick else ""))
         (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -197,25 +197,28 @@ recall@10 of each against exact search of its own vectors, 1,000 fresh queries.
 
 
 def out_of_core_section(runs: list[dict]) -> str:
-    """bench.out_of_core's runs (bench/results/out_of_core-<rows>-<budget>.json), smallest first."""
+    """bench.out_of_core's runs (bench/results/out_of_core-<rows>-<budget>[-<scoring>].json), smallest first."""
     lines = ["""
 ## Larger than memory: index --embeddings on disk (bench.out_of_core)
 
 Shards of 10,000 vectors drawn from the shipped mixture in bench.append's 8 languages, `xlsearch index
---embeddings` in a child process with the default scoring (parallel-margin: every row's neighbourhood
-computed) under `--max-memory`, built shard by shard into an inverted file on disk
-(engine.store.out_of_core). Peak RSS is the child's (wait4); stages end at their last progress report.
-recall@10: 1,000 fresh queries against exact search over every row. Cold query: a fresh process opens
-the index and answers one query vector (Python's start excluded, xlsearch's imports included), p50 of 15.
+--embeddings` in a child process under `--max-memory`, built shard by shard into an inverted file on disk
+(engine.store.out_of_core), with the default scoring (parallel-margin: every row's neighbourhood
+computed) unless the row says cosine. Peak RSS is the child's (wait4); stages end at their last progress
+report, so "adding" holds the training, the partial indexes and the merge. recall@10: 1,000 fresh
+queries against exact search over every row. Cold query: a fresh process opens the index and answers one
+query vector (Python's start excluded, xlsearch's imports included), p50 of 15.
 
-| rows | --max-memory | plan | build s | read shards s | train + add s | tune s | neighbourhoods s | peak RSS MB (share of raw vectors) | recall@10 | cold query p50 ms |
-|---|---|---|---|---|---|---|---|---|---|---|"""]
+| rows | --max-memory | scoring | plan | build s | read shards s | train + add + merge s | tune s | neighbourhoods s | peak RSS MB (share of raw vectors) | recall@10 | cold query p50 ms |
+|---|---|---|---|---|---|---|---|---|---|---|---|"""]
     for r in sorted(runs, key=lambda run: run["rows"]):
         stage = r["stages"]
-        lines.append(f"| {r['rows']:,} | {r['max_memory']} | {r['plan'].split(' (')[0]} | {r['seconds']} | "
-                     f"{stage.get('reading shards', '-')} | {stage.get('adding', '-')} | {stage.get('tuning', '-')} | "
-                     f"{stage.get('neighbourhoods', '-')} | {r['peak_rss_mb']} ({r['rss_share_of_raw']}) | {r['recall@10']} | "
-                     f"{r['cold_query_p50_ms']} |")
+        estimate = r.get("neighbourhoods_estimate")
+        neighbourhoods = stage.get("neighbourhoods", f"(estimated {estimate['estimated_s']:,.0f})" if estimate else "-")
+        lines.append(f"| {r['rows']:,} | {r['max_memory']} | {r.get('scoring', 'parallel-margin')} | "
+                     f"{r['plan'].split(' (')[0]} | {r['seconds']} | {stage.get('reading shards', '-')} | "
+                     f"{stage.get('adding', '-')} | {stage.get('tuning', '-')} | {neighbourhoods} | "
+                     f"{r['peak_rss_mb']} ({r['rss_share_of_raw']}) | {r['recall@10']} | {r['cold_query_p50_ms']} |")
     appended = [r for r in runs if "append" in r]
     if appended:
         lines.append("\n1% appended (rewrite_index, as `index --append` adds rows) against the same rows built at once:\n\n"
@@ -275,7 +278,8 @@ index --no-cache` embeds, reads, maps, chunks and writes the index (its own in-p
                 parts.append(f"| {block['delay_s'] * 1000:.0f} ms | {r['concurrency']} | {r['docs_per_s']} | {r['speedup']}x |")
     if "append" in loaded:
         parts.append(append_section(loaded["append"]["results"]))
-    out_of_core = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("out_of_core-*.json"))]
+    out_of_core = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("out_of_core-*.json"))
+                   if not path.stem.endswith("-quick")]
     if out_of_core:
         parts.append(out_of_core_section(out_of_core))
     parts.append(targets(loaded))

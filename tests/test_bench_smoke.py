@@ -41,10 +41,10 @@ def test_quick_benchmarks_run_and_write_their_results(tatoeba):
 
 def test_the_out_of_core_benchmark_runs_and_estimates_the_neighbourhoods(tmp_path):
     done = subprocess.run([sys.executable, "-m", "bench.out_of_core", "--rows", "6000", "--shard-rows", "2000",
-                           "--max-memory", "4MB", "--scoring", "cosine", "--time-neighbourhoods", "1",
+                           "--max-memory", "4MB", "--scoring", "cosine", "--time-neighbourhoods", "1", "--quick",
                            "--work", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads((ROOT / "bench" / "results" / "out_of_core-6000-4MB-cosine.json").read_text())
+    result = json.loads((ROOT / "bench" / "results" / "out_of_core-6000-4MB-cosine-quick.json").read_text())
     assert "on disk" in result["plan"] and "neighbourhoods" not in result["stages"]
     assert 0 < result["recall@10"] <= 1 and result["peak_rss_mb"] > 0
     assert result["neighbourhoods_estimate"]["rows_timed"] == 2000 and result["neighbourhoods_estimate"]["estimated_s"] > 0
