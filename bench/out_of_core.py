@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -118,8 +119,7 @@ def child_build(shards: Path, index: Path, budget: str, scoring: str) -> None:
 
 
 def peak_rss_mb() -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmHWM"))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # as bench.index_worker reads it
 
 
 def recall_at_10(index_dir: Path, queries: np.ndarray, langs: np.ndarray) -> float:
