@@ -107,6 +107,7 @@ def test_segments_built_on_ray_make_the_same_index(shards, on_disk, ray_address,
     refused = xlsearch("index", str(shards), "--index", str(tmp_path / "corpus"), "--ray")
     assert_clean_failure(refused, "Ray builds an index from --embeddings", code=2)
 
+
 def test_appends_and_deletes_write_new_lists_and_never_a_published_file(on_disk, tmp_path):
     index = copy_of(on_disk, tmp_path)
     first = IndexReader(index)
