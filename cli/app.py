@@ -208,7 +208,7 @@ def index(
     index_type: Annotated[str, typer.Option(help="auto, flat, hnsw, ivf, ivfpq, or a FAISS factory string.")] = "auto",
     storage: Annotated[str, typer.Option(help="float32, float16 or sq8 (8-bit codes): memory per vector.")] = "float32",
     max_memory: Annotated[Optional[str], typer.Option(help="Memory the index may take, e.g. 8GB (default: 80% of RAM).")] = None,
-    device: Annotated[str, typer.Option(help="Where FAISS trains and adds: auto, cpu or gpu (needs faiss-gpu).")] = "auto",
+    device: Annotated[str, typer.Option(help="Where FAISS trains and adds, and neighbourhoods are searched (exactly, on a GPU): auto, cpu or gpu (needs faiss-gpu).")] = "auto",
     append: Annotated[bool, typer.Option(help="Add to the index instead of replacing it; a document id seen again replaces its old version.")] = False,
     task: Task = None,
     ray: Annotated[bool, typer.Option("--ray", help="With --embeddings over the memory budget: make the partial indexes and search the neighbourhoods as Ray tasks, on a local Ray or the cluster of --ray-address (the index directory on a shared file system).")] = False,

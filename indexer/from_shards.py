@@ -259,7 +259,7 @@ def build_from_embeddings(path: Path, index_dir: Path, asked: EmbedderSpec = Emb
             with _runner(ray) as runner:
                 written, rejects = write_index_out_of_core(index_dir, (reader.read(file) for file in files),
                                                            provenance, plans, settings=settings, progress=progress,
-                                                           runner=runner)
+                                                           runner=runner, device=device.device)
             report.indexed = written.documents
         else:
             shards = read_shards(files, report)

@@ -24,7 +24,7 @@ from xlsearch.engine.ann import gpu
 from xlsearch.engine.ann.faiss_index import (DeviceChoice, build_faiss_index, build_first_reaching, gpu_count,
                                              resolve_device, training_sample_size)
 from xlsearch.engine.ann.index_types import choose_plan, plan_candidates, plan_for
-from xlsearch.engine.ann.neighbours import GPU_MAX_K, exact_neighbours, exact_search
+from xlsearch.engine.ann.neighbours import GPU_MAX_K, exact_neighbours, exact_neighbours_streamed, exact_search
 from xlsearch.engine.errors import InputError
 
 GB = 1 << 30
@@ -222,6 +222,33 @@ def test_exact_neighbours_look_past_their_own_group_however_deep():
     assert np.allclose(found_scores, -np.sort(-(vectors[:7] @ vectors.T), axis=1)[:, :10], atol=1e-5)
     assert np.allclose(np.take_along_axis(vectors[:7] @ vectors.T, found_rows, axis=1), found_scores, atol=1e-5)
 
+
+
+ON_A_GPU = pytest.param("gpu", marks=pytest.mark.skipif(not gpu.probe_gpu().usable, reason="no usable GPU"))
+
+
+@pytest.mark.parametrize("device", ["cpu", ON_A_GPU])
+def test_neighbours_streamed_a_segment_at_a_time_are_those_of_all_rows_at_once(device):
+    """Uneven segments, several bases (GPU: 700 rows each; CPU: a segment each), a group spread over
+    segments and deeper than the GPU's k: the same neighbours as the rows searched at once on the CPU."""
+    vectors = clustered(4_000, 32)
+    rng = np.random.default_rng(1)
+    groups = rng.integers(0, 1_000, len(vectors))
+    groups[rng.permutation(len(vectors))[:GPU_MAX_K + 60]] = 1_000
+    bounds = [0, 300, 1_750, 1_800, 4_000]
+
+    def segments():
+        return ((first, vectors[first:stop]) for first, stop in zip(bounds, bounds[1:]))
+
+    told = []
+    scores, rows = exact_neighbours_streamed(segments, groups, 4, device, base_rows=700,
+                                             progress=lambda done, total: told.append((done, total)))
+    assert_nearest_of_other_groups(vectors, 4, groups, scores, rows)
+    at_once = exact_neighbours(vectors, 4, "cpu", groups)
+    np.testing.assert_allclose(scores, at_once[0], atol=1e-5)
+    assert (rows == at_once[1]).mean() > 0.999  # ties among equal cosines may fall either way
+    # on the GPU, each of the 6 bases is searched by the 4 segments
+    assert told == ([] if device == "cpu" else [(stop, len(vectors)) for stop in bounds[1:]] * 6)
 
 @pytest.mark.processes
 def test_the_gpu_check_runs_on_a_cpu_only_machine_and_marks_its_gpu_rows(tmp_path):

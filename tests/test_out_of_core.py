@@ -6,6 +6,7 @@ take appends and deletes without writing a published file, and survive SIGKILL a
 import json
 import os
 import shutil
+from collections import Counter
 
 import faiss
 import numpy as np
@@ -13,14 +14,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bench.gpu_index import PROVENANCE, synthetic_corpus
 from bench.realistic_vectors import SHIPPED_MIXTURE, FittedMixture
 from testkit.indexes import write_jsonl
 from tests.conftest import assert_clean_failure, xlsearch, xlsearch_json
-from xlsearch.engine.ann.faiss_index import search
+from xlsearch.engine.ann.faiss_index import resolve_device, search
+from xlsearch.engine.ann.gpu import probe_gpu
+from xlsearch.engine.ann.index_types import parse_bytes, plan_for
 from xlsearch.engine.ann.on_disk import merged_on_disk, open_on_disk, read_partial
 from xlsearch.engine.store.files import NEIGHBOUR_ROWS_FILE
 from xlsearch.engine.store.publish import CRASH_ENV
+from xlsearch.engine.store.out_of_core import Shard, write_index_out_of_core
 from xlsearch.engine.store.reader import IndexReader
+from xlsearch.engine.store.settings import IndexSettings
+from xlsearch.engine.store.writer import plan_index, write_index
 
 pytestmark = pytest.mark.processes
 
@@ -90,6 +97,23 @@ def test_on_disk_and_in_memory_builds_answer_alike(shards, tmp_path, budget, key
     assert xlsearch("verify", "--index", str(tmp_path / "disk")).returncode == 0
 
 
+
+@pytest.mark.skipif(not probe_gpu().usable, reason="no usable GPU")
+def test_on_a_gpu_the_out_of_core_neighbourhoods_are_the_in_memory_ones(tmp_path):
+    """On a GPU both writers search neighbourhoods exactly there: the same neighbours, the same values.
+    Engine calls, not the command: the GPU machine has no embedding model to describe."""
+    vectors, meta = synthetic_corpus(ROWS)
+    meta = meta.set_column(0, "doc_id", pa.array([f"d{row // 3}" for row in range(ROWS)]))  # 3 chunks a document
+    settings = IndexSettings(device="gpu", max_memory=parse_bytes(SQ8_BUDGET))
+    plans = plan_index(settings, ROWS, 384, resolve_device("gpu"), out_of_core=True)
+    assert plans[0].on_disk
+    per = ROWS // SHARDS
+    write_index_out_of_core(tmp_path / "disk", (Shard(meta.slice(first, per), vectors[first:first + per], [], Counter())
+                                                for first in range(0, ROWS, per)), PROVENANCE, plans, settings, device="gpu")
+    write_index(tmp_path / "memory", vectors, meta, PROVENANCE, [plan_for("flat", ROWS, 384)], settings, device="gpu")
+    disk, memory = IndexReader(tmp_path / "disk"), IndexReader(tmp_path / "memory")
+    assert np.array_equal(np.load(disk.directory / NEIGHBOUR_ROWS_FILE), np.load(memory.directory / NEIGHBOUR_ROWS_FILE))
+    np.testing.assert_allclose(disk.neighbourhoods, memory.neighbourhoods, atol=1e-6)
 
 def test_segments_built_on_ray_make_the_same_index(shards, on_disk, ray_address, tmp_path):
     """Ray tasks add the shards to partial indexes and search their neighbourhoods (a real local Ray,

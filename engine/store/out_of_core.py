@@ -16,10 +16,12 @@ per-row arrays (neighbours: 12 bytes per row and neighbour), never the whole cor
    reach by a selector rather than added last, their exact neighbours found a segment at a time.
 5. Neighbourhoods are searched a segment at a time against the whole index (stopes' warning: a shard's
    own neighbours would change the margins), with the tuned depth: the values the in-memory build gives
-   for the same vectors and the same index.
+   for the same vectors and the same index. On a GPU they are exact, as the in-memory build's are there
+   (engine.ann.neighbours.exact_neighbours_streamed: the rows held on the GPU, searched by every segment).
 
 Steps 3 and 5 go a segment at a time through a SegmentRunner: InProcess here, or Ray tasks
-(indexer.ray_index), which hand back the same partial indexes and neighbourhoods."""
+(indexer.ray_index), which hand back the same partial indexes and neighbourhoods; step 5 on a GPU runs in
+this process, on its GPU."""
 
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ import pyarrow as pa
 from xlsearch.engine.ann.faiss_index import (RERANK_FACTOR, TARGET_RECALL, TUNING_K, BuiltIndex, held_out_count,
                                              is_lossy, new_index, search, training_rows, tuned_against)
 from xlsearch.engine.ann.index_types import IndexPlan
+from xlsearch.engine.ann.neighbours import exact_neighbours_streamed
 from xlsearch.engine.errors import InputError
 from xlsearch.engine.ann.on_disk import Block, lists_file_of, merged_on_disk, open_on_disk, partial_of, release_pages
 from xlsearch.engine.ranking.margin import other_document_neighbours
@@ -223,10 +226,11 @@ def _release(array: np.memmap) -> None:
 
 def write_index_out_of_core(directory: Path, shards: Iterable[Shard], provenance, plans: list[IndexPlan],
                             settings: IndexSettings = IndexSettings(), progress: Progress | None = None,
-                            runner: SegmentRunner = InProcess()) -> tuple[Manifest, list[dict]]:
+                            runner: SegmentRunner = InProcess(), device: str = "cpu") -> tuple[Manifest, list[dict]]:
     """A whole index version from `shards`, read one at a time, with the first of `plans` (on-disk
     inverted files) that reaches the recall target (module docstring); `runner` runs the steps that go a
-    segment at a time (in this process by default). Returns its manifest and the shards' rejects."""
+    segment at a time (in this process by default); on `device` "gpu" (resolve_device's), neighbourhoods
+    are exact, on the GPU. Returns its manifest and the shards' rejects."""
     rejects, skipped = [], Counter(provenance.skipped)
     with staged_version(Path(directory)) as staging:
         rows = StagedRows(staging)
@@ -249,7 +253,7 @@ def write_index_out_of_core(directory: Path, shards: Iterable[Shard], provenance
                                neighbour_depth(settings.scoring))
             # the search opens the index again, as a worker does: the pages tuning mapped would count twice
             release_pages(built.index)
-            scores, found = _neighbours(job, runner, progress)
+            scores, found = _exact_neighbours(job, rows, progress) if device == "gpu" else _neighbours(job, runner, progress)
             write_neighbours(staging, scores, found, settings.scoring, langs)
         write_rejects(staging, rejects)
         manifest = index_manifest(staging, replace(provenance, skipped=dict(skipped)), built, settings,
@@ -363,3 +367,12 @@ def _neighbours(job: NeighbourJob, runner: SegmentRunner, progress: Progress | N
         if progress:
             progress(stop, total, "neighbourhoods")
     return scores, found
+
+
+def _exact_neighbours(job: NeighbourJob, rows: StagedRows, progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's nearest rows of other documents, exact, on the GPU."""
+    def segments() -> Iterator[tuple[int, np.ndarray]]:
+        return ((rows.first_row(number), rows.segment_searchable(number, job.langs)) for number in range(len(job.segments)))
+
+    told = (lambda done, total: progress(done, total, "neighbourhoods")) if progress else None
+    return exact_neighbours_streamed(segments, job.doc_codes, job.depth, "gpu", progress=told)

@@ -151,7 +151,7 @@ def rewrite_index(index: IndexReader, keep: np.ndarray, vectors: np.ndarray | No
         if vectors is not None:
             shards = itertools.chain(shards, [Shard(meta.cast(index.meta_schema), vectors, [], Counter())])
         return write_index_out_of_core(index.directory, shards, provenance or provenance_of(index), plans,
-                                       settings=index.settings)[0]
+                                       settings=index.settings, device=device.device)[0]
     kept_vectors = np.asarray(index.raw_vectors())[keep]
     kept_meta = index.table().filter(pa.array(keep))
     if vectors is not None:
