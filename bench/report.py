@@ -176,7 +176,27 @@ Builds include tuning (on the CPU, where queries run); p50 is one query on the C
                 seconds = run["seconds"] if run["seconds"] is not None else f"> {run['cut_off_after_s']}"
                 seconds = f"{seconds} ({run['note']})" if run.get("note") else seconds
                 parts.append(f"| {run['count']:,} | {run['device']} | {built.get('key', '-')} | {built.get('recall@10', '-')} | {seconds} |")
+    for check in sorted(GPU_RECORD.glob("*-out-of-core.json")):
+        parts.append(out_of_core_gpu_section(json.loads(check.read_text())))
     return "\n".join(parts)
+
+
+def out_of_core_gpu_section(data: dict) -> str:
+    """bench.gpu_index --max-memory runs on a GPU machine (NAME-out-of-core.json): stage by stage."""
+    lines = [f"""
+## Out of core on a GPU: {data['card']} ({data['date']})
+
+{data['what']}. Stages end at their last progress report ("adding" holds the language statistics, the
+training, the partial indexes and the merge).
+
+| vectors | --max-memory | index | recall@10 | read s | train + add + merge s | tune s | neighbourhoods s | total s |
+|---|---|---|---|---|---|---|---|---|"""]
+    for run in data["runs"]:
+        stages = run["stages"]
+        cells = [stages.get(name, "-") for name in ("reading shards", "adding", "tuning", "neighbourhoods")]
+        lines.append(f"| {run['count']:,} | {run['max_memory'] or 'none (in memory, on the GPU)'} | {run['index']['key']} | "
+                     f"{run['index']['recall@10']} | " + " | ".join(map(str, cells)) + f" | {run['seconds']} |")
+    return "\n".join(lines)
 
 
 def append_section(a: dict) -> str:
