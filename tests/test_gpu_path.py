@@ -137,6 +137,13 @@ def elf_with_fat_binary(path: Path, code: list[tuple[int, int]]) -> None:
                      + section(11, 1, fatbin_at, len(fatbin)))
 
 
+
+def test_the_driver_version_is_read_from_both_kernel_modules():
+    closed = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.159.04  Release Build  (dvs-builder@U16)\n"
+    opened = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build  (dvs-builder@U22)\n"
+    assert gpu.kernel_module_version(closed) == gpu.kernel_module_version(opened) == "580.159.04"
+    assert gpu.kernel_module_version("GCC version: gcc 12\n") is None
+
 def test_the_gpu_code_a_faiss_carries_is_read_from_its_libraries(tmp_path):
     package = tmp_path / "faiss"
     package.mkdir()

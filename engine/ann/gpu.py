@@ -196,12 +196,20 @@ def cuda_device() -> dict:
     cuda.cuDriverGetVersion(ctypes.byref(version))
     cuda_version = f"CUDA {version.value // 1000}.{version.value % 1000 // 10}"
     try:  # the kernel module's own version, which a driver update changes even when the CUDA version stays
-        module = re.search(r"Kernel Module\s+(\S+)", Path("/proc/driver/nvidia/version").read_text())
+        module = kernel_module_version(Path("/proc/driver/nvidia/version").read_text())
     except OSError:
         module = None
     return {"gpus": count.value, "name": name.value.decode(errors="replace"),
             "capability": f"{major.value}.{minor.value}", "memory": memory.value,
-            "driver": f"{module.group(1)} ({cuda_version})" if module else cuda_version}
+            "driver": f"{module} ({cuda_version})" if module else cuda_version}
+
+
+def kernel_module_version(nvrm: str) -> str | None:
+    """The version in /proc/driver/nvidia/version's NVRM line, of the proprietary module ("NVIDIA UNIX
+    x86_64 Kernel Module  580.159.04  ...") or the open one ("NVIDIA UNIX Open Kernel Module for x86_64
+    580.159.04  ...", where the first word after "Kernel Module" is "for": an H200 probe said so)."""
+    found = re.search(r"Kernel Module(?: for \S+)?\s+(\d[\w.-]*)", nvrm)
+    return found.group(1) if found else None
 
 
 def faiss_kernels(package_dir: Path) -> tuple[str, ...]:
