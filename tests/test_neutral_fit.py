@@ -3,9 +3,11 @@ the direction the d x d eigendecomposition found, up to sign, and so neutralise 
 measured in bench.neutral_fit, not here."""
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from xlsearch.engine.ranking.neutral import EXACT_ROWS, LanguageStats, principal_directions
+from xlsearch.engine.ranking.neutral import EXACT_ROWS, LanguageStats, principal_directions, statistics_sample
+from xlsearch.engine.store.out_of_core import document_keys
 
 
 def language(rows: int, dim: int, rng: np.random.Generator, offset: float) -> np.ndarray:
@@ -48,3 +50,20 @@ def test_fitted_statistics_neutralise_as_the_eigendecomposition_did():
     expected = expected - (expected @ old_basis) @ old_basis.T
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     np.testing.assert_allclose(stats.neutralize(queries, langs[::97]), expected, atol=1e-5)
+
+
+def test_a_large_language_is_sampled_by_document_and_the_same_rows_again_after_an_append():
+    """Sampled by the documents' keys: about `per_language` rows of a language past it, all of a smaller
+    one, and after 1% more rows the same sample but for about 1% of it, so that a rebuild fits the
+    statistics an append kept."""
+    rows = 40_000
+    langs = np.array(["de", "en", "ja"])[np.minimum(np.arange(rows) % 5, 2)]  # de 8k, en 8k, ja 24k
+    keys = document_keys(pa.chunked_array([[f"doc-{row}" for row in range(rows)]]))
+    before = dict(statistics_sample(langs[:39_600], keys[:39_600], per_language=6_000))
+    after = dict(statistics_sample(langs, keys, per_language=6_000))
+    assert sorted(after) == ["de", "en", "ja"]
+    for name, sample in after.items():
+        assert abs(len(sample) - 6_000) < 300 and np.all(langs[sample] == name)
+        assert len(np.intersect1d(sample, before[name])) > 0.97 * len(before[name])
+    assert [len(rows) for _, rows in statistics_sample(langs, None, per_language=6_000)] == [8_000, 8_000, 24_000]
+    assert not dict(statistics_sample(langs[:30], keys[:30]))  # none of MIN_SENTENCES rows

@@ -5,9 +5,9 @@ per-row arrays (neighbours: 12 bytes per row and neighbour), never the whole cor
 1. Each shard becomes a segment of the version as it is read (its metadata and raw vectors), so the
    index keeps its own copy of what it serves and a later `embed` into the same directory changes nothing
    of it.
-2. Language statistics are fitted on up to STATS_ROWS_PER_LANGUAGE rows of each language, and the
-   inverted file trained on the rows faiss_index.training_rows draws: the rows an in-memory build of the
-   same vectors draws.
+2. Language statistics are fitted on the rows neutral.statistics_sample draws by document (about
+   SAMPLE_ROWS_PER_LANGUAGE of each language), and the inverted file trained on the rows
+   faiss_index.training_rows draws: the rows an in-memory build of the same vectors draws for both.
 3. Each segment's rows are added to an empty copy of the trained index, a partial index written to
    staging; the partial indexes' lists are merged, in order, into one file of lists on disk
    (engine.ann.on_disk). Rows are numbered as the in-memory build numbers them, and each list holds its
@@ -45,18 +45,13 @@ from xlsearch.engine.errors import InputError
 from xlsearch.engine.ann.on_disk import Block, lists_file_of, merged_on_disk, open_on_disk, partial_of, release_pages
 from xlsearch.engine.ranking.margin import other_document_neighbours
 from xlsearch.engine.ranking.neighbourhoods import neighbour_depth
-from xlsearch.engine.ranking.neutral import MIN_SENTENCES, LanguageStats
+from xlsearch.engine.ranking.neutral import LanguageStats, statistics_sample
 from xlsearch.engine.store.files import INDEX_FILE
 from xlsearch.engine.store.manifest import Manifest, index_manifest, write_manifest
 from xlsearch.engine.store.publish import crash_point, staged_version
 from xlsearch.engine.store.segments import write_neighbours, write_rejects, write_segment
 from xlsearch.engine.store.settings import IndexSettings
 
-# A language's mean and main direction from this many of its rows (drawn at random) are as good as from
-# all: the mean's error shrinks as 1/sqrt(n), and the randomized SVD of 20,000 x 384 takes well under a
-# second. Gathered one language at a time: 8 languages of 50,000 rows at once raised a 1M build's peak
-# RSS to 1.3 GB (bench.out_of_core, 256MB budget).
-STATS_ROWS_PER_LANGUAGE = 20_000
 LISTS_FILE = lists_file_of(Path(INDEX_FILE)).name
 
 Progress = Callable[[int, int, str], None]  # (done, total, stage)
@@ -128,9 +123,13 @@ class StagedRows:
             counts.update({lang: int(n) for lang, n in zip(part.dictionary.to_pylist(), found) if n})
         return counts
 
+    def doc_keys(self) -> np.ndarray:
+        """Each row's document_keys key."""
+        return np.concatenate(self._doc_keys)
+
     def doc_codes(self) -> np.ndarray:
         """Each row's document numbered 0.. (equal for the chunks of one document)."""
-        return np.unique(np.concatenate(self._doc_keys), return_inverse=True)[1].ravel()
+        return np.unique(self.doc_keys(), return_inverse=True)[1].ravel()
 
     def raw(self, rows: np.ndarray) -> np.ndarray:
         """The raw vectors of `rows` (row numbers, any order), gathered into memory."""
@@ -264,21 +263,12 @@ def write_index_out_of_core(directory: Path, shards: Iterable[Shard], provenance
 
 
 def _language_stats(rows: StagedRows, langs: np.ndarray, settings: IndexSettings) -> LanguageStats | None:
-    """LanguageStats.fit's statistics from up to STATS_ROWS_PER_LANGUAGE rows of each language, gathered
-    one language at a time."""
+    """LanguageStats.fit's statistics from statistics_sample's rows, gathered one language at a time
+    (checked for two languages first, so that one language's rows are not gathered for nothing)."""
     if not settings.language_neutral:
         return None
-    names = [name for name in np.unique(langs) if np.count_nonzero(langs == name) >= MIN_SENTENCES]
-    rng = np.random.default_rng(0)
-
-    def groups() -> Iterator[tuple[str, np.ndarray]]:
-        for name in names:
-            of_language = np.flatnonzero(langs == name)
-            if len(of_language) > STATS_ROWS_PER_LANGUAGE:
-                of_language = np.sort(rng.choice(of_language, STATS_ROWS_PER_LANGUAGE, replace=False))
-            yield str(name), rows.raw(of_language)
-
-    return LanguageStats.fit_groups(groups()) if len(names) >= 2 else None
+    sample = list(statistics_sample(langs, rows.doc_keys()))
+    return LanguageStats.fit_groups((name, rows.raw(of_language)) for name, of_language in sample) if len(sample) >= 2 else None
 
 
 def _built_on_disk(staging: Path, plans: list[IndexPlan], rows: StagedRows, langs: np.ndarray,

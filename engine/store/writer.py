@@ -25,7 +25,7 @@ from xlsearch.engine.ranking.neighbourhoods import neighbour_depth
 from xlsearch.engine.ranking.neutral import LanguageStats
 from xlsearch.engine.store.files import INDEX_FILE
 from xlsearch.engine.store.incremental import update_in_place
-from xlsearch.engine.store.out_of_core import Shard, write_index_out_of_core
+from xlsearch.engine.store.out_of_core import Shard, document_keys, write_index_out_of_core
 from xlsearch.engine.store.manifest import Manifest, index_manifest, write_manifest
 from xlsearch.engine.store.publish import crash_point, staged_version
 from xlsearch.engine.store.reader import IndexReader
@@ -71,7 +71,7 @@ def write_index(directory: Path, vectors: np.ndarray, meta: pa.Table, provenance
     rejects = rejects or []
     with staged_version(directory) as staging:
         langs = np.asarray(meta.column("lang").to_pylist())
-        stats = _write_language_stats(staging, vectors, langs, settings)
+        stats = _write_language_stats(staging, vectors, langs, document_keys(meta.column("doc_id")), settings)
         searchable = vectors if stats is None else stats.neutralize(vectors, langs)
         built = _write_faiss_index(staging, plans, searchable, device)
         if settings.uses_neighbourhoods:
@@ -85,9 +85,10 @@ def write_index(directory: Path, vectors: np.ndarray, meta: pa.Table, provenance
     return manifest
 
 
-def _write_language_stats(staging: Path, vectors: np.ndarray, langs: np.ndarray,
+def _write_language_stats(staging: Path, vectors: np.ndarray, langs: np.ndarray, keys: np.ndarray,
                           settings: IndexSettings) -> LanguageStats | None:
-    stats = LanguageStats.fit(vectors, langs) if settings.language_neutral else None
+    """Statistics fitted on statistics_sample's rows by document `keys`, as the out-of-core writer fits them."""
+    stats = LanguageStats.fit(vectors, langs, keys) if settings.language_neutral else None
     if stats is not None:
         stats.save(staging)
     return stats
