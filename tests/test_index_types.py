@@ -119,7 +119,7 @@ def test_language_filter_on_an_approximate_index_still_returns_k_exact_hits(tmp_
 def test_metadata_of_hits_is_read_from_their_row_groups_only(tmp_path):
     synthetic_index(tmp_path / "ix", IndexSettings(language_neutral=False, scoring="cosine", index_type="flat"))
     reader = store.IndexReader(tmp_path / "ix")
-    assert reader._meta[0].metadata.num_row_groups == 2  # 6000 rows in groups of 4096, one segment
+    assert reader._parquet(0).metadata.num_row_groups == 2  # 6000 rows in groups of 4096, one segment
     got = reader.rows(np.array([5999, 3, 4096, 4095]), ["doc_id", "start"])
     assert [r["doc_id"] for r in got] == ["d5999", "d3", "d4096", "d4095"]
     assert reader._columns == {}  # nothing was read whole

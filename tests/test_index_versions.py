@@ -54,7 +54,9 @@ def test_a_reader_answers_from_its_version_whole_until_it_switches_whole(version
     before = index.search(WEATHER_QUERY, k=5, lang="ja")
     before_all = index.search(WEATHER_QUERY, k=5)
     version_a = index.reader.version
+    unread = IndexReader(path)  # opened, none of its metadata read yet (parsed when first read)
     publish_copy(versions["B"], path)  # the directory it was opened from is moved aside and removed
+    assert set(unread.column("doc_id")) == {row["id"] for row in A_ROWS}
     assert not any(p.name.startswith(".index.old-") for p in tmp_path.iterdir())
     after = index.search(WEATHER_QUERY, k=5, lang="ja")
     assert ids(after) == ids(before) and [h.score for h in after] == pytest.approx([h.score for h in before])

@@ -33,15 +33,18 @@ from xlsearch.engine.ranking.neighbourhoods import NEIGHBOURHOOD_FILE
 from xlsearch.engine.ranking.neutral import STATS_FILE, LanguageStats
 from xlsearch.engine.store.files import DELETED_FILE, INDEX_FILE, REJECTS_FILE
 from xlsearch.engine.store.manifest import MANIFEST_FILE, Manifest, file_sha256, parse_manifest
+from xlsearch.engine.store.mapped import mapped_file, vectors_of
 from xlsearch.engine.store.publish import IndexBusyError, published, real_path
 from xlsearch.engine.vectors import sorted_unique
 
 # A language filter over fewer rows than this is answered by an exact scan of just those rows, which is
 # both exact and faster than asking an approximate index to skip everything else
 EXACT_FILTER_ROWS = 50_000
-# Files up to this size have their checksums checked at every open, so damage to them is named at once
-# rather than parsed: sha256 reads about 1.5 GB/s here, 8 MiB costs ~5 ms, a tenth of a cold query's
-# start-up. Larger files (the FAISS index, vectors, metadata of big indexes) are checked by `verify`.
+# Files of up to this many bytes in all (the manifest's files in order, each that still fits) have their
+# checksums checked at every open, so damage to them is named at once rather than parsed: sha256 reads
+# about 1.5 GB/s here, 8 MiB costs ~5 ms, a tenth of a cold query's start-up. In all, not each: 500
+# segments' metadata files checked one by one took 61 ms of a 283 ms cold query at 5M rows. The rest
+# (the FAISS index, vectors, the other segments) are checked by `verify`, and parsed with care.
 CHECKED_AT_OPEN_BYTES = 8 << 20
 # Opening is tried again when the version being opened was replaced and removed meanwhile; each try
 # finds the newer version, so only a writer publishing without pause exhausts these.
@@ -124,18 +127,20 @@ def read_pinned_manifest(version: PinnedVersion) -> tuple[Manifest, bytes]:
 
 
 def file_problems(version: PinnedVersion, manifest: Manifest, checked_bytes: int | None) -> list[str]:
-    """Each file of the manifest that is missing, of another size, or (when at most `checked_bytes`
-    long; None: all) of another checksum, named with what is wrong."""
-    problems = []
+    """Each file of the manifest that is missing, of another size, or of another checksum, named with
+    what is wrong. Checksums of all files (`checked_bytes` None), or of files in the manifest's order
+    while they add up to at most `checked_bytes`."""
+    problems, budget = [], checked_bytes
     for name, size in manifest.sizes.items():
         try:
-            actual = os.stat(version.files / name).st_size
+            actual = os.stat(name, dir_fd=version.fd).st_size
         except FileNotFoundError:
             problems.append(f"{name} is missing")
             continue
         if actual != size:
             problems.append(f"{name} has {actual} bytes, the manifest says {size}")
-        elif name in manifest.checksums and (checked_bytes is None or size <= checked_bytes):
+        elif name in manifest.checksums and (budget is None or size <= budget):
+            budget = None if budget is None else budget - size
             digest = file_sha256(version.files / name)
             if digest != manifest.checksums[name]:
                 problems.append(f"{name}: sha256 {digest[:12]}… differs from the manifest's "
@@ -171,13 +176,16 @@ class IndexReader:
             self.index = read_faiss_index(str(files / INDEX_FILE), on_disk=bool(self.manifest.index.get("on_disk")))
         self.search_params = self.manifest.index.get("params", {})
         self.approximate = depth_parameter(self.index) is not None
-        self._meta = []  # one Parquet file per segment
+        self._meta_files = []  # each segment's Parquet file, mapped: parsed when first read (_parquet)
+        self._meta: list[pq.ParquetFile | None] = []
         self._raw = []  # one memory-mapped array of raw vectors per segment
         for segment in self.manifest.segments:
             with self._reading(segment["meta"]):
-                self._meta.append(pq.ParquetFile(pa.memory_map(str(files / segment["meta"]))))
+                self._meta_files.append(mapped_file(version.fd, segment["meta"], self.manifest.sizes[segment["meta"]]))
+                self._meta.append(None)
             with self._reading(segment["vectors"]):
-                self._raw.append(np.load(files / segment["vectors"], mmap_mode="r", allow_pickle=False))
+                self._raw.append(vectors_of(mapped_file(version.fd, segment["vectors"], self.manifest.sizes[segment["vectors"]]),
+                                            segment["rows"], self.manifest.dim))
         self._starts = np.cumsum([0] + [segment["rows"] for segment in self.manifest.segments])  # first row of each
         self._meta_lock = threading.Lock()  # one reader of the Parquet files at a time: pyarrow's is not shared-safe
         self._columns: dict[str, np.ndarray] = {}  # by position
@@ -200,7 +208,8 @@ class IndexReader:
         self.neighbourhoods = None
         if self.settings.uses_neighbourhoods:
             with self._reading(NEIGHBOURHOOD_FILE):
-                self.neighbourhoods = np.load(files / NEIGHBOURHOOD_FILE, allow_pickle=False)
+                # mapped: a query reads its hits' (20 MB a 5M index, read whole at every open before)
+                self.neighbourhoods = np.load(files / NEIGHBOURHOOD_FILE, mmap_mode="r", allow_pickle=False)
         with self._reading(REJECTS_FILE):
             self._rejects = open(files / REJECTS_FILE, "rb") if REJECTS_FILE in self.manifest.sizes else None
         self._check_shapes()
@@ -209,8 +218,7 @@ class IndexReader:
 
     def _check_shapes(self) -> None:
         rows = int(self._starts[-1])
-        counts = {"manifest": self.manifest.count + self.manifest.deleted, INDEX_FILE: self.index.ntotal,
-                  "segments": rows, "metadata": sum(meta.metadata.num_rows for meta in self._meta)}
+        counts = {"manifest": self.manifest.count + self.manifest.deleted, INDEX_FILE: self.index.ntotal, "segments": rows}
         if len(set(counts.values())) != 1:
             detail = ", ".join(f"{k} {v}" for k, v in counts.items())
             raise IndexMismatchError(f"vector and metadata counts differ ({detail})", field="index", value=self.directory)
@@ -218,11 +226,7 @@ class IndexReader:
             raise IndexMismatchError(
                 f"{INDEX_FILE} has dimension {self.index.d}, manifest says {self.manifest.dim}", field="index", value=self.directory
             )
-        expected = [(segment["vectors"], raw.shape, (segment["rows"], self.manifest.dim))
-                    for segment, raw in zip(self.manifest.segments, self._raw)]
-        expected += [(segment["meta"], (meta.metadata.num_rows,), (segment["rows"],))
-                     for segment, meta in zip(self.manifest.segments, self._meta)]
-        expected += [(DELETED_FILE, self._deleted.shape, (self.manifest.deleted,))]
+        expected = [(DELETED_FILE, self._deleted.shape, (self.manifest.deleted,))]
         if self.neighbourhoods is not None:
             expected += [(NEIGHBOURHOOD_FILE, self.neighbourhoods.shape, (rows,))]
         for name, shape, wanted in expected:
@@ -231,6 +235,18 @@ class IndexReader:
         if len(self._deleted) and (np.any(np.diff(self._deleted) <= 0) or self._deleted[0] < 0 or self._deleted[-1] >= rows):
             raise IndexMismatchError(f"{DELETED_FILE} does not list distinct rows of the index", field="index",
                                      value=self.directory)
+
+    def _parquet(self, number: int) -> pq.ParquetFile:
+        """Segment `number`'s metadata file, its footer parsed (and its rows counted) when first asked for."""
+        if self._meta[number] is None:
+            segment = self.manifest.segments[number]
+            with self._reading(segment["meta"]):
+                meta = pq.ParquetFile(pa.BufferReader(pa.py_buffer(self._meta_files[number])))
+            if meta.metadata.num_rows != segment["rows"]:
+                raise IndexMismatchError(f"{segment['meta']} has {meta.metadata.num_rows} rows, expected {segment['rows']}",
+                                         field="index", value=self.directory)
+            self._meta[number] = meta
+        return self._meta[number]
 
     @contextmanager
     def _reading(self, name: str) -> Iterator[None]:
@@ -273,31 +289,32 @@ class IndexReader:
         """A metadata column by row, the deleted rows included."""
         if name not in self._row_columns:
             parts = []
-            for segment, meta in zip(self.manifest.segments, self._meta):
+            for number, segment in enumerate(self.manifest.segments):
                 with self._meta_lock, self._reading(segment["meta"]):
-                    parts.append(as_numpy(meta.read(columns=[name]).column(name)))
+                    parts.append(as_numpy(self._parquet(number).read(columns=[name]).column(name)))
             self._row_columns[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return self._row_columns[name]
 
     @property
     def meta_schema(self) -> pa.Schema:
         """The metadata's columns and types, row ids left out: what rows added to the index must have."""
-        schema = self._meta[0].schema_arrow
+        with self._meta_lock:
+            schema = self._parquet(0).schema_arrow
         return schema.remove(schema.get_field_index("row_id"))
 
     def table(self) -> pa.Table:
         """All metadata by position, without the row ids (they are row numbers, renumbered by a full write)."""
         parts = []
-        for segment, meta in zip(self.manifest.segments, self._meta):
+        for number, segment in enumerate(self.manifest.segments):
             with self._meta_lock, self._reading(segment["meta"]):
-                parts.append(meta.read().drop(["row_id"]))
+                parts.append(self._parquet(number).read().drop(["row_id"]))
         table = pa.concat_tables([part.cast(parts[0].schema) for part in parts])
         return table if self._kept is None else table.take(pa.array(self._kept))
 
     def segment_table(self, number: int) -> pa.Table:
         """Segment `number`'s metadata by row, deleted rows included, without the row ids."""
         with self._meta_lock, self._reading(self.manifest.segments[number]["meta"]):
-            return self._meta[number].read().drop(["row_id"])
+            return self._parquet(number).read().drop(["row_id"])
 
     def rejects(self) -> list[dict]:
         """Inputs the embedding server refused when this index was built (rejects.jsonl)."""
@@ -375,7 +392,7 @@ class IndexReader:
         if missing and len(row_ids):
             rows = self.row_of(row_ids)
             segment = np.searchsorted(self._starts, rows, side="right") - 1
-            if len(self._meta) == 1:
+            if len(self._meta_files) == 1:
                 picked.update(self._read_rows(0, rows, missing))
             else:
                 picked.update({name: np.empty(len(rows), dtype=object) for name in missing})
@@ -389,7 +406,8 @@ class IndexReader:
 
     def _read_rows(self, segment: int, rows: np.ndarray, columns: list[str]) -> dict:
         """`columns` of one segment's `rows`, read from the row groups that hold them."""
-        meta = self._meta[segment]
+        with self._meta_lock:
+            meta = self._parquet(segment)
         sizes = [meta.metadata.row_group(g).num_rows for g in range(meta.metadata.num_row_groups)]
         starts = np.concatenate([[0], np.cumsum(sizes)])
         groups = np.searchsorted(starts, rows, side="right") - 1
