@@ -226,6 +226,7 @@ def build_index(
                 chunking=policy.record())
             manifest = write_index(index_dir, vectors, meta_table(chunks), provenance, plans, settings=settings,
                                    rejects=rejects, device=device.device)
+        existing = None  # its lease let go: the version it read is removed as the lock is
     embedded, from_cache = embedder.cache_use or (None, 0)
     return BuildResult(manifest=manifest, report=report, rejects=rejects, embedded=embedded, from_cache=from_cache,
                        failed_servers=dict(embedder.failed_servers))

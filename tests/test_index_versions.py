@@ -54,10 +54,10 @@ def test_a_reader_answers_from_its_version_whole_until_it_switches_whole(version
     before = index.search(WEATHER_QUERY, k=5, lang="ja")
     before_all = index.search(WEATHER_QUERY, k=5)
     version_a = index.reader.version
-    unread = IndexReader(path)  # opened, none of its metadata read yet (parsed when first read)
-    publish_copy(versions["B"], path)  # the directory it was opened from is moved aside and removed
+    unread = IndexReader(path)  # opened, none of its segment files read yet (they are when first needed)
+    publish_copy(versions["B"], path)  # the directory it was opened from is moved aside, kept for its readers
+    assert len(list(tmp_path.glob(".index.old-*"))) == 1
     assert set(unread.column("doc_id")) == {row["id"] for row in A_ROWS}
-    assert not any(p.name.startswith(".index.old-") for p in tmp_path.iterdir())
     after = index.search(WEATHER_QUERY, k=5, lang="ja")
     assert ids(after) == ids(before) and [h.score for h in after] == pytest.approx([h.score for h in before])
     assert ids(index.search(WEATHER_QUERY, k=5)) == ids(before_all)
@@ -70,6 +70,12 @@ def test_a_reader_answers_from_its_version_whole_until_it_switches_whole(version
     assert {h.lang for h in switched} == {"ja"} and set(ids(switched)) <= b_ids
     fresh = Searcher(IndexReader(versions["B"]), index.embedder).search([WEATHER_QUERY], k=5, langs="ja")[0]
     assert ids(switched) == ids(fresh)
+    # its last reader gone (the index switched, `unread` dropped), the next write removes the old version
+    del unread
+    publish_copy(versions["A"], path)
+    assert len(list(tmp_path.glob(".index.old-*"))) == 1  # B, which `index` now reads; A's is gone
+    held = next(tmp_path.glob(".index.old-*"))
+    assert IndexReader(held / "index").manifest.documents == 80
 
 
 def test_a_version_that_cannot_be_opened_is_refused_once_and_the_current_one_kept(versions, tmp_path):

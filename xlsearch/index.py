@@ -15,6 +15,7 @@ from xlsearch.engine.errors import XLSearchError
 from xlsearch.engine.profiles import resolve_task
 from xlsearch.engine.search import Hit, Searcher
 from xlsearch.engine.store.manifest import Manifest
+from xlsearch.engine.store.publish import release_old_versions
 from xlsearch.engine.store.reader import IndexReader, published_identity
 from xlsearch.engine.store.settings import IndexSettings
 
@@ -232,6 +233,7 @@ class Index:
         # a searcher of one version over the reader of another
         self._searcher = self._searcher_of(reader) if self._embedder is not None else None
         self.reader = reader
+        release_old_versions(reader.target)  # the version let go, unless a searcher still holds it
 
     def close(self) -> None:
         if self._reranker is not None:

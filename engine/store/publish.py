@@ -1,7 +1,13 @@
 """How an index directory changes: only by a complete new version swapped in whole, by one writer at a
 time. A version is built in a staging directory beside the index, fsynced, then renamed into place.
 Every function here works on the index's real path: a symlink to an index is followed, never replaced,
-and its writers share one lock with those of the real path."""
+and its writers share one lock with those of the real path.
+
+A version moved aside is removed when no reader holds it. A reader holds its version's directory open
+with a shared lock on it (engine.store.reader: its lease, taken before it reads anything, for as long as
+it lives), and reads the files it needs when it first needs them; a writer removes a version only while
+it holds that lock exclusively, so never under a reader. A version some reader still holds stays beside
+the index (`.<name>.old-<time>-*`) until a later write finds it free."""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,8 +50,27 @@ def fsync_dir(path: Path) -> None:
 
 
 def _retired(target: Path) -> list[Path]:
-    """Earlier versions moved aside by a publish that may not have finished."""
+    """Earlier versions moved aside, oldest first (their names start with the time they were): by a
+    publish that may not have finished, or kept for their readers."""
     return sorted(target.parent.glob(f".{target.name}.old-*/{target.name}"))
+
+
+def _remove_unread(retired: Path, name: str) -> None:
+    """Remove a version moved aside (`retired`: the `.old-*` directory that holds it as `name`) unless a
+    reader holds it. The exclusive lock is held while its files go, so a reader opening it meanwhile
+    waits, then finds it gone."""
+    try:
+        fd = os.open(retired / name, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        shutil.rmtree(retired, ignore_errors=True)  # a publish that died before its first rename
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        shutil.rmtree(retired, ignore_errors=True)
+    except BlockingIOError:
+        pass  # a reader holds it: a later write removes it
+    finally:
+        os.close(fd)
 
 
 def real_path(target: Path) -> Path:
@@ -66,13 +92,30 @@ def published(target: Path) -> Path:
 
 
 def _recover(target: Path) -> None:
-    """Under the writer lock: put back a version a dead publish left aside; drop dead staging dirs."""
+    """Under the writer lock: put back the version a dead publish left aside; drop dead staging dirs and
+    the versions moved aside that no reader holds any more."""
     if not target.exists() and _retired(target):
         os.rename(_retired(target)[-1], target)
     for stale in target.parent.glob(f".{target.name}.new-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    for stale in target.parent.glob(f".{target.name}.old-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    _remove_old_versions(target)
+
+
+def _remove_old_versions(target: Path) -> None:
+    """Under the writer lock (or in its publish): the versions moved aside that no reader holds."""
+    for old in target.parent.glob(f".{target.name}.old-*"):
+        _remove_unread(old, target.name)
+
+
+def release_old_versions(target: Path) -> None:
+    """What a process does when it lets go of a version (a reader switched to a newer one): the versions
+    moved aside that no reader holds any more removed now rather than at the next write, unless a writer
+    is at work (it removes them as it ends) or the directory is read-only."""
+    try:
+        with writer_lock(target):
+            pass
+    except (IndexBusyError, StorageError):
+        pass
 
 
 @contextmanager
@@ -100,6 +143,7 @@ def writer_lock(target: Path) -> Iterator[None]:
         try:
             _recover(target)
             yield
+            _remove_old_versions(target)  # the writer's own readers of the old version gone by now
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -136,12 +180,10 @@ def publish(staging: Path, target: Path) -> None:
         with open(staging / name, "rb") as handle:
             os.fsync(handle.fileno())
     fsync_dir(staging)
-    retired = None
     if target.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{time.time_ns():020d}-", dir=target.parent))
         os.rename(target, retired / target.name)
     crash_point("publish")
     os.rename(staging, target)
     fsync_dir(target.parent)
-    if retired is not None:
-        shutil.rmtree(retired, ignore_errors=True)
+    _remove_old_versions(target)

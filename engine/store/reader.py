@@ -1,9 +1,11 @@
-"""A published index version, opened for search. Every file of the version is opened when the reader is
-made (the FAISS index, the metadata and the raw vectors memory-mapped, the small files read) through its
-directory as found then, pinned by a descriptor. A publish that renames directories meanwhile can neither
-mix two versions in one reader nor take a file from under it: a reader answers from its version whole.
-That is also the lease that keeps an old version's data for its readers: a publish removes the old
-directory's names, and the system frees a file's data only when no name, descriptor or mapping holds it.
+"""A published index version, opened for search, through its directory as found then, pinned by a
+descriptor that holds a shared lock on it for the reader's life: its lease. A writer removes a version
+moved aside only while it holds that lock exclusively (engine.store.publish), so a reader's files stay
+while it lives. When the reader is made it reads the manifest, the FAISS index and the small files; a
+segment's files are opened when first read (engine.store.mapped), through the same directory, so the
+cost of an open does not grow with the segments. A publish that renames directories meanwhile can
+neither mix two versions in one reader nor take a file from under it: a reader answers from its version
+whole.
 
 Rows live in segments (engine.store.files): a full build writes one, each update adds one. Rows an update
 deleted stay in the segments and in FAISS, listed in deleted.npy; the reader numbers the rows that remain
@@ -11,10 +13,12 @@ deleted stay in the segments and in FAISS, listed in deleted.npy; the reader num
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +37,7 @@ from xlsearch.engine.ranking.neighbourhoods import NEIGHBOURHOOD_FILE
 from xlsearch.engine.ranking.neutral import STATS_FILE, LanguageStats
 from xlsearch.engine.store.files import DELETED_FILE, INDEX_FILE, REJECTS_FILE
 from xlsearch.engine.store.manifest import MANIFEST_FILE, Manifest, file_sha256, parse_manifest
-from xlsearch.engine.store.mapped import mapped_file, vectors_of
+from xlsearch.engine.store.mapped import SegmentFile, vectors_of
 from xlsearch.engine.store.publish import IndexBusyError, published, real_path
 from xlsearch.engine.vectors import sorted_unique
 
@@ -43,9 +47,11 @@ EXACT_FILTER_ROWS = 50_000
 # Files of up to this many bytes in all (the manifest's files in order, each that still fits) have their
 # checksums checked at every open, so damage to them is named at once rather than parsed: sha256 reads
 # about 1.5 GB/s here, 8 MiB costs ~5 ms, a tenth of a cold query's start-up. In all, not each: 500
-# segments' metadata files checked one by one took 61 ms of a 283 ms cold query at 5M rows. The rest
-# (the FAISS index, vectors, the other segments) are checked by `verify`, and parsed with care.
-CHECKED_AT_OPEN_BYTES = 8 << 20
+# segments' metadata files checked one by one took 61 ms of a 283 ms cold query at 5M rows. Each file
+# counts as at least CHECKED_FILE_BYTES: opening and reading one (about 35 us) costs what hashing that
+# much does, so 500 small files cannot take the place of 8 MiB. The rest (the FAISS index, vectors, the
+# other segments) are checked by `verify`, and parsed with care.
+CHECKED_AT_OPEN_BYTES, CHECKED_FILE_BYTES = 8 << 20, 64 << 10
 # Opening is tried again when the version being opened was replaced and removed meanwhile; each try
 # finds the newer version, so only a writer publishing without pause exhausts these.
 OPEN_TRIES = 50
@@ -104,6 +110,8 @@ def open_version(directory: Path, load: Callable[[PinnedVersion], T]) -> T:
             raise InputError(f"cannot read it ({exc.strerror})", field="index", value=directory) from None
         version = PinnedVersion(target, found, fd)
         try:
+            # the lease, before anything is read: waits while a writer removes this version (then found gone)
+            fcntl.flock(fd, fcntl.LOCK_SH)
             return load(version)
         except Exception as exc:
             if not version.is_current():
@@ -139,8 +147,8 @@ def file_problems(version: PinnedVersion, manifest: Manifest, checked_bytes: int
             continue
         if actual != size:
             problems.append(f"{name} has {actual} bytes, the manifest says {size}")
-        elif name in manifest.checksums and (budget is None or size <= budget):
-            budget = None if budget is None else budget - size
+        elif name in manifest.checksums and (budget is None or max(size, CHECKED_FILE_BYTES) <= budget):
+            budget = None if budget is None else budget - max(size, CHECKED_FILE_BYTES)
             digest = file_sha256(version.files / name)
             if digest != manifest.checksums[name]:
                 problems.append(f"{name}: sha256 {digest[:12]}… differs from the manifest's "
@@ -176,16 +184,14 @@ class IndexReader:
             self.index = read_faiss_index(str(files / INDEX_FILE), on_disk=bool(self.manifest.index.get("on_disk")))
         self.search_params = self.manifest.index.get("params", {})
         self.approximate = depth_parameter(self.index) is not None
-        self._meta_files = []  # each segment's Parquet file, mapped: parsed when first read (_parquet)
-        self._meta: list[pq.ParquetFile | None] = []
-        self._raw = []  # one memory-mapped array of raw vectors per segment
-        for segment in self.manifest.segments:
-            with self._reading(segment["meta"]):
-                self._meta_files.append(mapped_file(version.fd, segment["meta"], self.manifest.sizes[segment["meta"]]))
-                self._meta.append(None)
-            with self._reading(segment["vectors"]):
-                self._raw.append(vectors_of(mapped_file(version.fd, segment["vectors"], self.manifest.sizes[segment["vectors"]]),
-                                            segment["rows"], self.manifest.dim))
+        # the version's directory, and its lease, held for this reader's life; each segment's files opened,
+        # mapped and parsed when first read through it (engine.store.mapped)
+        self._directory_fd = os.dup(version.fd)
+        self._segment_files: dict[str, SegmentFile] = {}
+        self._files_lock = threading.Lock()
+        weakref.finalize(self, _close_all, self._segment_files, self._directory_fd)
+        self._meta: list[pq.ParquetFile | None] = [None] * len(self.manifest.segments)  # by _parquet
+        self._raw: list[np.ndarray | None] = [None] * len(self.manifest.segments)  # by _vectors
         self._starts = np.cumsum([0] + [segment["rows"] for segment in self.manifest.segments])  # first row of each
         self._meta_lock = threading.Lock()  # one reader of the Parquet files at a time: pyarrow's is not shared-safe
         self._columns: dict[str, np.ndarray] = {}  # by position
@@ -236,12 +242,27 @@ class IndexReader:
             raise IndexMismatchError(f"{DELETED_FILE} does not list distinct rows of the index", field="index",
                                      value=self.directory)
 
+    def _segment_file(self, name: str) -> SegmentFile:
+        with self._files_lock:
+            if name not in self._segment_files:
+                self._segment_files[name] = SegmentFile(self._directory_fd, name, self.manifest.sizes[name])
+            return self._segment_files[name]
+
+    def _vectors(self, number: int) -> np.ndarray:
+        """Segment `number`'s raw vectors, mapped when first asked for."""
+        if self._raw[number] is None:
+            segment = self.manifest.segments[number]
+            with self._reading(segment["vectors"]):
+                self._raw[number] = vectors_of(self._segment_file(segment["vectors"]).mapping(), segment["rows"],
+                                               self.manifest.dim)
+        return self._raw[number]
+
     def _parquet(self, number: int) -> pq.ParquetFile:
         """Segment `number`'s metadata file, its footer parsed (and its rows counted) when first asked for."""
         if self._meta[number] is None:
             segment = self.manifest.segments[number]
             with self._reading(segment["meta"]):
-                meta = pq.ParquetFile(pa.BufferReader(pa.py_buffer(self._meta_files[number])))
+                meta = pq.ParquetFile(pa.BufferReader(pa.py_buffer(self._segment_file(segment["meta"]).mapping())))
             if meta.metadata.num_rows != segment["rows"]:
                 raise IndexMismatchError(f"{segment['meta']} has {meta.metadata.num_rows} rows, expected {segment['rows']}",
                                          field="index", value=self.directory)
@@ -328,21 +349,21 @@ class IndexReader:
         """The raw vectors as stored, by position (this version's, whatever has been published since):
         memory-mapped where the version is one segment with no row deleted, else gathered into memory."""
         if len(self._raw) == 1 and self._kept is None:
-            return self._raw[0]
+            return self._vectors(0)
         return self.row_vectors(np.arange(len(self)) if self._kept is None else self._kept)
 
     def row_vectors(self, rows: np.ndarray) -> np.ndarray:
         """The raw vectors of `rows` (row numbers, as FAISS and the segments count them), in that order."""
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and len(self._raw) == 1:  # a run: a slice, not a gather
-            return np.asarray(self._raw[0][rows[0]:rows[-1] + 1])
+            return np.asarray(self._vectors(0)[rows[0]:rows[-1] + 1])
         if len(self._raw) == 1:
-            return np.asarray(self._raw[0][rows])
+            return np.asarray(self._vectors(0)[rows])
         segment = np.searchsorted(self._starts, rows, side="right") - 1
-        result = np.empty((len(rows), self.dim), dtype=self._raw[0].dtype)
+        result = np.empty((len(rows), self.dim), dtype=np.float32)
         for number in sorted_unique(segment):
             at = np.flatnonzero(segment == number)
-            result[at] = self._raw[number][rows[at] - self._starts[number]]
+            result[at] = self._vectors(number)[rows[at] - self._starts[number]]
         return result
 
     def vectors(self, rows: np.ndarray | None = None) -> np.ndarray:
@@ -392,7 +413,7 @@ class IndexReader:
         if missing and len(row_ids):
             rows = self.row_of(row_ids)
             segment = np.searchsorted(self._starts, rows, side="right") - 1
-            if len(self._meta_files) == 1:
+            if len(self._meta) == 1:
                 picked.update(self._read_rows(0, rows, missing))
             else:
                 picked.update({name: np.empty(len(rows), dtype=object) for name in missing})
@@ -441,6 +462,13 @@ class IndexReader:
         positions = np.asarray(positions, dtype=np.int64)
         scores, found = faiss.knn(queries, self.vectors(positions), k, metric=faiss.METRIC_INNER_PRODUCT)
         return scores, np.where(found >= 0, positions[np.maximum(found, 0)], -1)
+
+
+def _close_all(files: dict[str, SegmentFile], directory_fd: int) -> None:
+    """A reader's descriptors closed as it goes: its segment files', then its directory's (its lease)."""
+    for file in files.values():
+        file.close()
+    os.close(directory_fd)
 
 
 def as_numpy(column: pa.ChunkedArray) -> np.ndarray:

@@ -26,4 +26,5 @@ def delete_documents(directory: Path, ids: list[str]) -> tuple[Manifest, list[st
         manifest = index.manifest
         if removed:
             manifest = rewrite_index(index, ~np.isin(doc_ids, removed))
+        del index  # its lease let go: the version it read is removed as the lock is
         return manifest, removed, missing
