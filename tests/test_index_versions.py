@@ -6,6 +6,9 @@ answered: empty ones, languages the index has none of."""
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -13,12 +16,12 @@ import pytest
 from typer.testing import CliRunner
 
 from testkit.indexes import publish_copy, write_jsonl
-from tests.conftest import DEMO_CORPUS
+from tests.conftest import DEMO_CORPUS, ROOT
 from xlsearch import Index, IndexSettings
 from xlsearch.cli.app import app
 from xlsearch.engine.errors import IndexMismatchError, InputError
 from xlsearch.engine.search import Searcher
-from xlsearch.engine.store.publish import IndexBusyError, writer_lock
+from xlsearch.engine.store.publish import CRASH_ENV, IndexBusyError, writer_lock
 from xlsearch.engine.store.reader import IndexReader
 from xlsearch.engine.store.verify import verify_index
 
@@ -77,6 +80,26 @@ def test_a_reader_answers_from_its_version_whole_until_it_switches_whole(version
     held = next(tmp_path.glob(".index.old-*"))
     assert IndexReader(held / "index").manifest.documents == 80
 
+
+
+@pytest.mark.processes
+def test_a_publish_killed_between_its_renames_is_undone_to_its_own_version_beside_one_a_reader_holds(versions, tmp_path):
+    """A held version stays aside; a publish killed after moving the current one aside leaves two there.
+    Readers meanwhile, and the next writer's recovery, take the newer one: the version that was current."""
+    path = tmp_path / "index"
+    shutil.copytree(versions["A"], path)
+    held = IndexReader(path)
+    publish_copy(versions["B"], path)  # A kept aside for `held`
+    code = (f"from pathlib import Path; from testkit.indexes import publish_copy; "
+            f"publish_copy(Path({str(versions['A'])!r}), Path({str(path)!r}))")
+    killed = subprocess.run([sys.executable, "-c", code], env={**os.environ, CRASH_ENV: "publish"}, cwd=ROOT)
+    assert killed.returncode == -signal.SIGKILL and not path.exists()
+    assert len(list(tmp_path.glob(".index.old-*"))) == 2
+    assert IndexReader(path).manifest.documents == 80  # B, found aside
+    with writer_lock(path):
+        pass
+    assert path.is_dir() and IndexReader(path).manifest.documents == 80
+    assert held.manifest.documents == 160 and len(held.column("doc_id")) == held.manifest.count
 
 def test_a_version_that_cannot_be_opened_is_refused_once_and_the_current_one_kept(versions, tmp_path):
     path = tmp_path / "index"

@@ -62,7 +62,7 @@ def exact_neighbours_streamed(segments: Segments, groups: np.ndarray, k: int, de
                               progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """exact_neighbours of rows that need not fit in memory: `segments()` yields them in order, a segment
     at a time, as (first row, vectors), from the first each time it is called; `groups` numbers each
-    row's group (0..); memory holds one segment and the (rows, k) results.
+    row's group (0..); memory holds a segment or two and the (rows, k) results.
 
     The rows are searched a base at a time, and each base's candidates of other groups are merged into
     what the bases before found: a row's own group is left out base by base, so the merge is the whole's

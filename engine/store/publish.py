@@ -50,9 +50,14 @@ def fsync_dir(path: Path) -> None:
 
 
 def _retired(target: Path) -> list[Path]:
-    """Earlier versions moved aside, oldest first (their names start with the time they were): by a
-    publish that may not have finished, or kept for their readers."""
-    return sorted(target.parent.glob(f".{target.name}.old-*/{target.name}"))
+    """Earlier versions moved aside, oldest first (their names start with the time they were; a name
+    without one, from before readers' leases, counts as oldest): by a publish that may not have
+    finished, or kept for their readers."""
+    def moved_at(version: Path) -> tuple[int, str]:
+        stamp = version.parent.name.split(".old-", 1)[1].split("-", 1)[0]
+        return (int(stamp) if stamp.isdigit() and len(stamp) == 20 else 0), version.parent.name
+
+    return sorted(target.parent.glob(f".{target.name}.old-*/{target.name}"), key=moved_at)
 
 
 def _remove_unread(retired: Path, name: str) -> None:
