@@ -13,41 +13,24 @@ from __future__ import annotations
 import ast
 import mmap
 import os
-import threading
 
 import numpy as np
 
 NPY_MAGIC = b"\x93NUMPY"
 
 
-class SegmentFile:
-    """One segment file of a version, opened through the reader's directory (whose lease keeps it), then
-    mapped read-only when first asked for."""
-
-    def __init__(self, directory_fd: int, name: str, size: int) -> None:
-        """File `name` of the directory open as `directory_fd`; `size` is what the manifest says it holds
-        (ValueError when it holds another)."""
-        self.name = name
-        self._fd = os.open(name, os.O_RDONLY, dir_fd=directory_fd)
-        actual = os.fstat(self._fd).st_size
+def mapped_file(directory_fd: int, name: str, size: int) -> mmap.mmap:
+    """File `name` of the directory open as `directory_fd` (whose lease keeps it), mapped read-only;
+    `size` is what the manifest says it holds (ValueError when it holds another). The mapping holds the
+    data: the descriptor is closed at once."""
+    fd = os.open(name, os.O_RDONLY, dir_fd=directory_fd)
+    try:
+        actual = os.fstat(fd).st_size
         if actual != size:
-            self.close()
             raise ValueError(f"it has {actual} bytes, the manifest says {size}")
-        self._mapping: mmap.mmap | None = None
-        self._lock = threading.Lock()
-
-    def mapping(self) -> mmap.mmap:
-        with self._lock:
-            if self._mapping is None:
-                self._mapping = mmap.mmap(self._fd, 0, prot=mmap.PROT_READ)
-                self.close()
-            return self._mapping
-
-    def close(self) -> None:
-        """The descriptor closed (a mapping made stays valid)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        return mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
 
 
 def vectors_of(mapping: mmap.mmap, rows: int, dim: int) -> np.ndarray:

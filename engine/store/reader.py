@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import mmap
 import os
 import threading
 import weakref
@@ -37,7 +38,7 @@ from xlsearch.engine.ranking.neighbourhoods import NEIGHBOURHOOD_FILE
 from xlsearch.engine.ranking.neutral import STATS_FILE, LanguageStats
 from xlsearch.engine.store.files import DELETED_FILE, INDEX_FILE, REJECTS_FILE
 from xlsearch.engine.store.manifest import MANIFEST_FILE, Manifest, file_sha256, parse_manifest
-from xlsearch.engine.store.mapped import SegmentFile, vectors_of
+from xlsearch.engine.store.mapped import mapped_file, vectors_of
 from xlsearch.engine.store.publish import IndexBusyError, published, real_path
 from xlsearch.engine.vectors import sorted_unique
 
@@ -187,9 +188,7 @@ class IndexReader:
         # the version's directory, and its lease, held for this reader's life; each segment's files opened,
         # mapped and parsed when first read through it (engine.store.mapped)
         self._directory_fd = os.dup(version.fd)
-        self._segment_files: dict[str, SegmentFile] = {}
-        self._files_lock = threading.Lock()
-        weakref.finalize(self, _close_all, self._segment_files, self._directory_fd)
+        weakref.finalize(self, os.close, self._directory_fd)
         self._meta: list[pq.ParquetFile | None] = [None] * len(self.manifest.segments)  # by _parquet
         self._raw: list[np.ndarray | None] = [None] * len(self.manifest.segments)  # by _vectors
         self._starts = np.cumsum([0] + [segment["rows"] for segment in self.manifest.segments])  # first row of each
@@ -242,19 +241,15 @@ class IndexReader:
             raise IndexMismatchError(f"{DELETED_FILE} does not list distinct rows of the index", field="index",
                                      value=self.directory)
 
-    def _segment_file(self, name: str) -> SegmentFile:
-        with self._files_lock:
-            if name not in self._segment_files:
-                self._segment_files[name] = SegmentFile(self._directory_fd, name, self.manifest.sizes[name])
-            return self._segment_files[name]
+    def _mapped(self, name: str) -> mmap.mmap:
+        return mapped_file(self._directory_fd, name, self.manifest.sizes[name])
 
     def _vectors(self, number: int) -> np.ndarray:
         """Segment `number`'s raw vectors, mapped when first asked for."""
         if self._raw[number] is None:
             segment = self.manifest.segments[number]
             with self._reading(segment["vectors"]):
-                self._raw[number] = vectors_of(self._segment_file(segment["vectors"]).mapping(), segment["rows"],
-                                               self.manifest.dim)
+                self._raw[number] = vectors_of(self._mapped(segment["vectors"]), segment["rows"], self.manifest.dim)
         return self._raw[number]
 
     def _parquet(self, number: int) -> pq.ParquetFile:
@@ -262,7 +257,7 @@ class IndexReader:
         if self._meta[number] is None:
             segment = self.manifest.segments[number]
             with self._reading(segment["meta"]):
-                meta = pq.ParquetFile(pa.BufferReader(pa.py_buffer(self._segment_file(segment["meta"]).mapping())))
+                meta = pq.ParquetFile(pa.BufferReader(pa.py_buffer(self._mapped(segment["meta"]))))
             if meta.metadata.num_rows != segment["rows"]:
                 raise IndexMismatchError(f"{segment['meta']} has {meta.metadata.num_rows} rows, expected {segment['rows']}",
                                          field="index", value=self.directory)
@@ -462,13 +457,6 @@ class IndexReader:
         positions = np.asarray(positions, dtype=np.int64)
         scores, found = faiss.knn(queries, self.vectors(positions), k, metric=faiss.METRIC_INNER_PRODUCT)
         return scores, np.where(found >= 0, positions[np.maximum(found, 0)], -1)
-
-
-def _close_all(files: dict[str, SegmentFile], directory_fd: int) -> None:
-    """A reader's descriptors closed as it goes: its segment files', then its directory's (its lease)."""
-    for file in files.values():
-        file.close()
-    os.close(directory_fd)
 
 
 def as_numpy(column: pa.ChunkedArray) -> np.ndarray:
