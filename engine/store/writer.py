@@ -71,7 +71,7 @@ def write_index(directory: Path, vectors: np.ndarray, meta: pa.Table, provenance
     rejects = rejects or []
     with staged_version(directory) as staging:
         langs = np.asarray(meta.column("lang").to_pylist())
-        stats = _write_language_stats(staging, vectors, langs, document_keys(meta.column("doc_id")), settings)
+        stats = _write_language_stats(staging, vectors, langs, meta.column("doc_id"), settings)
         searchable = vectors if stats is None else stats.neutralize(vectors, langs)
         built = _write_faiss_index(staging, plans, searchable, device)
         if settings.uses_neighbourhoods:
@@ -85,10 +85,10 @@ def write_index(directory: Path, vectors: np.ndarray, meta: pa.Table, provenance
     return manifest
 
 
-def _write_language_stats(staging: Path, vectors: np.ndarray, langs: np.ndarray, keys: np.ndarray,
+def _write_language_stats(staging: Path, vectors: np.ndarray, langs: np.ndarray, doc_ids: pa.ChunkedArray,
                           settings: IndexSettings) -> LanguageStats | None:
-    """Statistics fitted on statistics_sample's rows by document `keys`, as the out-of-core writer fits them."""
-    stats = LanguageStats.fit(vectors, langs, keys) if settings.language_neutral else None
+    """Statistics fitted on statistics_sample's rows by document key, as the out-of-core writer fits them."""
+    stats = LanguageStats.fit(vectors, langs, document_keys(doc_ids)) if settings.language_neutral else None
     if stats is not None:
         stats.save(staging)
     return stats
