@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from bench import RESULTS
+from bench import RESULTS, stage_seconds
 from bench.realistic_vectors import SHIPPED_MIXTURE, FittedMixture
 from xlsearch.engine.ann.faiss_index import resolve_device
 from xlsearch.engine.ann.index_types import parse_bytes
@@ -56,10 +56,10 @@ def run(count: int, device: str, scratch: Path, max_memory: str | None = None, s
     choice = resolve_device(device)
     started = time.perf_counter()
     plans = plan_index(settings, count, vectors.shape[1], choice, out_of_core=max_memory is not None)
-    stages: dict[str, float] = {}
+    ends: dict[str, float] = {}
     if plans[0].on_disk:
         def progress(done: int, total: int, stage: str) -> None:
-            stages[stage] = time.perf_counter() - started  # a stage's end: its last report
+            ends[stage] = time.perf_counter() - started  # a stage's end: its last report
 
         shards = (Shard(meta.slice(first, shard_rows), vectors[first:first + shard_rows], [], Counter())
                   for first in range(0, count, shard_rows))
@@ -68,11 +68,10 @@ def run(count: int, device: str, scratch: Path, max_memory: str | None = None, s
     else:
         manifest = write_index(scratch / "index", vectors, meta, PROVENANCE, plans, settings=settings, device=choice.device)
     seconds = time.perf_counter() - started
-    ends = sorted((end, stage) for stage, end in stages.items())
     return {"machine": platform.node(), "cores": os.cpu_count(), "count": count, "device": choice.device,
             "notice": choice.notice, "card": choice.gpu.describe() if choice.gpu else None, "seconds": round(seconds, 1),
             "max_memory": max_memory,
-            "stages": {stage: round(end - before, 1) for (before, _), (end, stage) in zip([(0.0, "")] + ends, ends)},
+            "stages": stage_seconds(ends),
             "index": {k: manifest.index.get(k) for k in ("key", "device", "params", "recall@10", "below_target", "on_disk")},
             "bytes": sum(manifest.sizes.values())}
 

@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench import RESULTS
+from bench import RESULTS, stage_seconds
 from bench.append import NEIGHBOURHOOD_TOLERANCE, metadata, with_languages
 from bench.realistic_vectors import SHIPPED_MIXTURE, FittedMixture
 from xlsearch.engine.ranking.translations import PARALLEL_MARGIN
@@ -107,13 +107,9 @@ def child_build(shards: Path, index: Path, budget: str, scoring: str) -> None:
     Index.from_embeddings(shards, index, settings=IndexSettings(max_memory=parse_bytes(budget), scoring=scoring),
                           progress=progress, on_plan=plans.append)
     total = time.perf_counter() - started
-    # a stage runs from the end of the one before to its own last report
-    ends = sorted((times[-1], stage) for stage, times in marks.items())
-    stages, previous = {}, 0.0
-    for end, stage in ends:
-        stages[stage] = round(end - previous, 1)
-        previous = end
-    stages["manifest and publish"] = round(total - previous, 1)
+    ends = {stage: times[-1] for stage, times in marks.items()}
+    stages = stage_seconds(ends)
+    stages["manifest and publish"] = round(total - max(ends.values(), default=0.0), 1)
     print(json.dumps({"plan": plans[0].describe(), "seconds": round(total, 1), "stages": stages,
                       "peak_rss_mb_when_started": peaks}))
 
