@@ -263,6 +263,8 @@ def index(
         "index_type": manifest.index_type,
         "recall@10": manifest.index.get("recall@10"),
         "below_target": manifest.index.get("below_target", False),
+        # share of the tuning queries whose margin neighbourhood is within NEIGHBOURHOOD_GAP of exact
+        "neighbourhoods_within": manifest.index.get("neighbourhoods_within") if manifest.settings.uses_neighbourhoods else None,
         "seconds": round(time.perf_counter() - started, 2),
     }
     # a build that left inputs out says so in its last line, whatever the format

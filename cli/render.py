@@ -158,11 +158,20 @@ def index_description(manifest: Manifest) -> str:
     built = manifest.index
     if "params" not in built:  # written before index types existed (migrated): always exact
         return f"{built['key']} ({manifest.metric})"
-    params = ", ".join(f"{k} {v}" for k, v in built["params"].items())
+    from xlsearch.engine.ann.faiss_index import NEIGHBOURHOOD_GAP
+
+    def listed(params: dict) -> str:
+        return ", ".join(f"{k} {v}" for k, v in params.items())
+
+    params = listed(built["params"])
+    neighbourhoods = ""
+    if "neighbourhoods_within" in built and manifest.settings.uses_neighbourhoods:
+        neighbourhoods = (f"; neighbourhoods at {listed(built['neighbourhood_params']) or 'the same depth'}, "
+                          f"{built['neighbourhoods_within']:.1%} within {NEIGHBOURHOOD_GAP} of exact")
     return (f"{built['key']} ({built['kind']}, {built['storage']}, built on {built['device']})"
             + (f", {params}" if params else "")
             + f", recall@10 {built['recall@10']} vs exact" + (" (below target)" if built.get("below_target") else "")
-            + f", {format_bytes(built['bytes'])}")
+            + f", {format_bytes(built['bytes'])}" + neighbourhoods)
 
 
 def below_target_line(manifest: Manifest) -> str:

@@ -15,6 +15,7 @@ from xlsearch.engine.errors import InputError
 from xlsearch.engine.ann.gpu import GpuProbe, gpu_resources, probe_gpu
 from xlsearch.engine.ann.on_disk import open_on_disk
 from xlsearch.engine.ann.index_types import POINTS_PER_LIST, TRAIN_POINTS_PER_LIST, IndexPlan
+from xlsearch.engine.ranking.margin import MARGIN_K
 from xlsearch.engine.vectors import sorted_unique
 
 DEVICES = ("auto", "cpu", "gpu")
@@ -25,6 +26,12 @@ REFINE_STEPS = 3  # bisections after the doubling search: the depth found is wit
 CODEBOOK_CENTROIDS = 256  # of an 8-bit code book (PQ, SQ): the least any training sample must cover
 ADD_BATCH = 65_536
 RERANK_FACTOR = 10  # candidates per wanted hit that a product-quantised index hands to exact re-scoring
+# Margin neighbourhoods through an approximate index: searched as deep as makes NEIGHBOURHOOD_SHARE of the
+# tuning queries' neighbourhoods within NEIGHBOURHOOD_GAP of exact. Two builds of the same rows that close
+# to exact are within twice the gap (0.002, issue 16's bound for an append against a rebuild) of each
+# other for at least 99% of rows. At the query tuning's depth, 93% were within 0.001 (1M rows, IVF3640,SQ8,
+# nprobe 88) and two builds' neighbourhoods within 0.002 for 92%.
+NEIGHBOURHOOD_GAP, NEIGHBOURHOOD_SHARE = 0.001, 0.995
 # Candidates re-scored per call: their vectors are gathered, and a (queries x candidates x dims) product
 # formed, each 12 MB at 384 dims (1,024 neighbourhood queries x 90 candidates took 141 MB each)
 RERANK_ROWS = 8192
@@ -70,7 +77,8 @@ def resolve_device(device: str) -> DeviceChoice:
 class BuiltIndex:
     index: faiss.Index
     device: str  # where it was trained and filled
-    tuning: dict  # {"params": {...}, "recall@10": r, "queries": q}
+    # {"params": {...}, "recall@10": r, "queries": q, "neighbourhood_params": {...}, "neighbourhoods_within": share}
+    tuning: dict
     plan: IndexPlan
     below_target: bool = False  # even the deepest search tuning tried fell short of the recall target
     trained_on: int = 0  # vectors in the training sample (0: nothing to train)
@@ -224,7 +232,8 @@ def tuned_against(index: faiss.Index, queries: np.ndarray, exact: np.ndarray, ta
                   selector: faiss.IDSelector | None = None) -> tuple[dict, bool]:
     """The tuning of `index` for `queries` whose exact nearest rows are `exact` (their row ids, best
     first), and whether it reached the target; `selector` keeps the queries themselves out of reach where
-    the index holds them (the out-of-core build tunes after adding every row)."""
+    the index holds them (the out-of-core build tunes after adding every row). Then the depth of the
+    neighbourhood search (neighbourhood_tuning), from that depth on."""
     k = exact.shape[1]
     knob = depth_parameter(index)
 
@@ -233,26 +242,66 @@ def tuned_against(index: faiss.Index, queries: np.ndarray, exact: np.ndarray, ta
         found = search(index, queries, k, params, selector, exact_vectors=exact_vectors)[1]
         return params, per_query_recall(found, exact)
 
+    depth, (params, recalls) = _shallowest(_depths(index, knob), measured, lambda result: recall_bound(result[1]) >= target)
+    tuning = {"params": params, "recall@10": round(float(recalls.mean()), 4), "queries": len(queries)}
+    tuning |= neighbourhood_tuning(index, queries, exact, depth, rerank, exact_vectors, selector)
+    return tuning, recall_bound(recalls) >= target
+
+
+def neighbourhood_tuning(index: faiss.Index, queries: np.ndarray, exact: np.ndarray, start: int | None, rerank: int,
+                         exact_vectors: Callable[[np.ndarray], np.ndarray],
+                         selector: faiss.IDSelector | None = None) -> dict:
+    """The search depth for margin neighbourhoods (each row's mean cosine to its MARGIN_K nearest): the
+    shallowest from `start` (the queries' tuned depth) on at which NEIGHBOURHOOD_SHARE of `queries` have
+    their neighbourhood within NEIGHBOURHOOD_GAP of the exact one (`exact`: their nearest rows).
+    {"neighbourhood_params": ..., "neighbourhoods_within": share}."""
+    knob = depth_parameter(index)
+    k = min(MARGIN_K, exact.shape[1])
+    if len(queries) == 0 or k == 0:
+        return {}
+    top = exact[:, :k]
+    wanted = sorted_unique(top.ravel())
+    exact_means = np.einsum("qkd,qd->qk", exact_vectors(wanted)[np.searchsorted(wanted, top)], queries).mean(axis=1)
+
+    def measured(depth: int | None) -> tuple[dict, float]:
+        params = ({knob: depth} if knob else {}) | ({"rerank": rerank} if rerank > 1 else {})
+        found = search(index, queries, k, params, selector, exact_vectors=exact_vectors)[0]
+        return params, float((np.abs(found.mean(axis=1) - exact_means) <= NEIGHBOURHOOD_GAP).mean())
+
+    depths = [start] + [depth for depth in _depths(index, knob) if start is not None and depth > start]
+    _, (params, share) = _shallowest(depths, measured, lambda result: result[1] >= NEIGHBOURHOOD_SHARE)
+    return {"neighbourhood_params": params, "neighbourhoods_within": round(share, 4)}
+
+
+def neighbourhood_params(tuning: dict) -> dict:
+    """The search parameters of margin neighbourhoods in a tuning (or a manifest's index entry): their
+    own, or the queries' where there are none (too few rows to tune; indexes written before them)."""
+    return tuning.get("neighbourhood_params", tuning.get("params", {}))
+
+
+def _shallowest(depths: list, measured: Callable, reaches: Callable[[tuple], bool]) -> tuple:
+    """The first of `depths` (ascending, doubling) whose measurement reaches, then the step before it
+    bisected: the doubling overshoots by up to 2x, and search time grows with depth. The deepest when
+    none reaches. Returns (depth, its measurement)."""
     shallower = None  # the deepest depth tried that fell short
-    for depth in _depths(index, knob):
-        params, recalls = measured(depth)
-        if recall_bound(recalls) >= target:
+    for depth in depths:
+        result = measured(depth)
+        if reaches(result):
             break
         shallower = depth
-    if shallower is not None and recall_bound(recalls) >= target:
-        # the doubling overshoots by up to 2x, and search time grows with depth: bisect the last step
-        deeper = depth
-        for _ in range(REFINE_STEPS):
-            middle = (shallower + deeper) // 2
-            if middle in (shallower, deeper):
-                break
-            middle_params, middle_recalls = measured(middle)
-            if recall_bound(middle_recalls) >= target:
-                deeper, params, recalls = middle, middle_params, middle_recalls
-            else:
-                shallower = middle
-    tuning = {"params": params, "recall@10": round(float(recalls.mean()), 4), "queries": len(queries)}
-    return tuning, recall_bound(recalls) >= target
+    if shallower is None or not reaches(result):
+        return depth, result
+    deeper = depth
+    for _ in range(REFINE_STEPS):
+        middle = (shallower + deeper) // 2
+        if middle in (shallower, deeper):
+            break
+        middle_result = measured(middle)
+        if reaches(middle_result):
+            deeper, result = middle, middle_result
+        else:
+            shallower = middle
+    return deeper, result
 
 
 def per_query_recall(found: np.ndarray, exact: np.ndarray) -> np.ndarray:

@@ -199,7 +199,7 @@ def _offered_through_index(index: IndexReader, ann: faiss.Index, scores: np.ndar
     new_docs = np.unique(np.asarray(meta.column("doc_id").to_pylist(), dtype=object), return_inverse=True)[1].ravel()
     depth = min(max(REVERSE_DEPTH, k + int(np.bincount(new_docs).max())), ann.ntotal - len(deleted))
     skipped = faiss.IDSelectorBatch(deleted)  # held while the selector, which points to it, is used
-    found, among = search(ann, searchable, depth, index.search_params, faiss.IDSelectorNot(skipped) if len(deleted) else None)
+    found, among = search(ann, searchable, depth, index.neighbourhood_params, faiss.IDSelectorNot(skipped) if len(deleted) else None)
     groups = np.concatenate([-1 - np.arange(first_new), new_docs])  # old rows: each its own; never a new document
     new_scores, new_rows = nearest_of_other_groups(found, among, new_docs, groups, k)
     new, column = np.nonzero((among >= 0) & (among < first_new))
@@ -246,7 +246,7 @@ def _searched_again(index: IndexReader, ann: faiss.Index, rows: np.ndarray, dele
     codes = np.unique(doc_ids, return_inverse=True)[1].ravel()
     depth = min(k + int(np.bincount(codes[alive]).max()), int(alive.sum()))
     skipped = faiss.IDSelectorBatch(deleted)  # held while the selector, which points to it, is used
-    found = search(ann, index.searchable_rows(rows), depth, index.search_params, faiss.IDSelectorNot(skipped))
+    found = search(ann, index.searchable_rows(rows), depth, index.neighbourhood_params, faiss.IDSelectorNot(skipped))
     return nearest_of_other_groups(*found, codes[rows], codes, k)
 
 

@@ -38,7 +38,8 @@ import numpy as np
 import pyarrow as pa
 
 from xlsearch.engine.ann.faiss_index import (RERANK_FACTOR, TARGET_RECALL, TUNING_K, BuiltIndex, held_out_count,
-                                             is_lossy, new_index, search, training_rows, tuned_against)
+                                             is_lossy, neighbourhood_params, new_index, search, training_rows,
+                                             tuned_against)
 from xlsearch.engine.ann.index_types import IndexPlan
 from xlsearch.engine.ann.neighbours import exact_neighbours_streamed
 from xlsearch.engine.errors import InputError
@@ -168,7 +169,7 @@ class NeighbourJob:
     stats: LanguageStats | None
     langs: np.ndarray
     doc_codes: np.ndarray
-    params: dict  # the tuned search depth
+    params: dict  # the search depth tuned for neighbourhoods
     depth: int  # neighbours a row
 
     def opened(self) -> tuple[faiss.Index, StagedRows]:
@@ -248,7 +249,7 @@ def write_index_out_of_core(directory: Path, shards: Iterable[Shard], provenance
         built = _built_on_disk(staging, plans, rows, langs, runner, progress)
         doc_codes = rows.doc_codes()
         if settings.uses_neighbourhoods:
-            job = NeighbourJob(staging, tuple(rows.segments), rows.stats, langs, doc_codes, built.tuning["params"],
+            job = NeighbourJob(staging, tuple(rows.segments), rows.stats, langs, doc_codes, neighbourhood_params(built.tuning),
                                neighbour_depth(settings.scoring))
             # the search opens the index again, as a worker does: the pages tuning mapped would count twice
             release_pages(built.index)

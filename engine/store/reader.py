@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from xlsearch.engine.ann.faiss_index import depth_parameter, read_faiss_index, search
+from xlsearch.engine.ann.faiss_index import depth_parameter, neighbourhood_params, read_faiss_index, search
 from xlsearch.engine.embedders.base import Embedder
 from xlsearch.engine.errors import IndexMismatchError, InputError, XLSearchError
 from xlsearch.engine.ranking.neighbourhoods import NEIGHBOURHOOD_FILE
@@ -184,6 +184,7 @@ class IndexReader:
         with self._reading(INDEX_FILE):
             self.index = read_faiss_index(str(files / INDEX_FILE), on_disk=bool(self.manifest.index.get("on_disk")))
         self.search_params = self.manifest.index.get("params", {})
+        self.neighbourhood_params = neighbourhood_params(self.manifest.index)  # margin's, searched by updates
         self.approximate = depth_parameter(self.index) is not None
         # the version's directory, and its lease, held for this reader's life; each segment's files opened,
         # mapped and parsed when first read through it (engine.store.mapped)

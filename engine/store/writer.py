@@ -16,7 +16,8 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from xlsearch.engine.ann.faiss_index import BuiltIndex, DeviceChoice, build_first_reaching, resolve_device, search
+from xlsearch.engine.ann.faiss_index import (BuiltIndex, DeviceChoice, build_first_reaching, neighbourhood_params,
+                                             resolve_device, search)
 from xlsearch.engine.ann.index_types import IndexPlan, plan_candidates
 from xlsearch.engine.ann.neighbours import exact_neighbours
 from xlsearch.engine.embedders.spec import EmbedderSpec
@@ -115,7 +116,7 @@ def _write_neighbourhoods(staging: Path, built: BuiltIndex, searchable: np.ndarr
         scores, rows = exact_neighbours(searchable, depth, "gpu", groups=doc_ids)
     else:
         def tuned_search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-            return search(built.index, queries, k, built.tuning["params"], exact_vectors=lambda rows: searchable[rows])
+            return search(built.index, queries, k, neighbourhood_params(built.tuning), exact_vectors=lambda rows: searchable[rows])
 
         codes = np.unique(doc_ids, return_inverse=True)[1].ravel()
         scores, rows = other_document_neighbours(tuned_search, searchable, codes, depth)
