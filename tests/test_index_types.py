@@ -15,7 +15,7 @@ from xlsearch.engine.embedders.spec import EmbedderSpec
 from xlsearch.engine.store import reader as store
 from xlsearch.engine.store.writer import Provenance, plan_index, write_index
 from xlsearch.engine.errors import InputError
-from xlsearch.engine.ann.faiss_index import build_faiss_index, resolve_device, gpu_count, per_query_recall, recall_bound, search, tune
+from xlsearch.engine.ann.faiss_index import NEIGHBOURHOOD_SHARE, build_faiss_index, resolve_device, gpu_count, per_query_recall, recall_bound, search, tune
 from xlsearch.engine.store.settings import IndexSettings
 from xlsearch.engine.ann.index_types import choose_plan, parse_bytes, plan_for
 
@@ -140,6 +140,11 @@ def test_cli_index_types_storage_and_refusals(hnsw_demo):
     info = xlsearch_json("info", "--index", index_dir)
     assert info["index_type"] == "HNSW32_SQ8" and info["index"]["recall@10"] >= 0.95
     assert "efSearch" in info["index"]["params"] and info["settings"]["storage"] == "sq8"
+    # margin neighbourhoods searched at their own depth, at least the queries'
+    depth, neighbourhood_depth = info["index"]["params"]["efSearch"], info["index"]["neighbourhood_params"]["efSearch"]
+    assert neighbourhood_depth >= depth and info["index"]["neighbourhoods_within"] >= NEIGHBOURHOOD_SHARE
+    described = xlsearch("info", "--index", index_dir).stdout
+    assert f"neighbourhoods at efSearch {neighbourhood_depth}, " in described and "within 0.001 of exact" in described
     hits = xlsearch_json("query", "今天天气真好，适合出去散步", "--index", index_dir, "-k", "45", "--lang", "ko")["hits"]
     assert len(hits) == 45 and {h["lang"] for h in hits} == {"ko"} and hits[0]["id"] == "weather-walk-ko"
     before = (index_dir / "manifest.json").read_bytes()

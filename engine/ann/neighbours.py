@@ -18,7 +18,8 @@ than GPU_MAX_K - k chunks, whose own chunks must be looked past) runs on the CPU
 those rows only.
 
 On the CPU: faiss.knn, blocked matrix products. Exact, and quadratic: the neighbourhoods of 1M x 384 rows
-take about an hour on 16 cores, which is why the index writer takes the CPU's from the tuned index."""
+take about an hour on 16 cores, which is why the index writer takes the CPU's through the index, at the
+depth faiss_index.neighbourhood_tuning finds."""
 
 from __future__ import annotations
 

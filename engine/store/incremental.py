@@ -9,7 +9,8 @@
   k-th (stored in neighbour_scores.npy). On an exact index (flat), as its build, exactly: matrix
   products of the new rows against every row kept, a block at a time, give the new rows' k nearest, and
   compared with each row's k-th they give every row a new one enters. On an approximate index, as its
-  build on the CPU, through the index: each new row is searched REVERSE_DEPTH deep in the updated index,
+  build on the CPU, through the index at the depth tuned for neighbourhoods: each new row is searched
+  REVERSE_DEPTH deep in the updated index,
   which gives its k nearest, and each old row found there takes it where it beats that row's k-th. The
   products grow as new rows x all rows (100,000 rows and 1% appended: an update took 5.2 s with them,
   0.8 s searching instead; bench.append), so only an exact index pays them. A row that had a deleted row among its
@@ -17,7 +18,7 @@
 - The version is the FAISS index written again (adding never rewrites the vectors' segments), a new
   segment of the added rows, the earlier segments hard-linked, and the small per-row files.
 
-The statistics, lists and tuned depth stay those of the last full build: an update that would take the
+The statistics, lists and tuned depths stay those of the last full build: an update that would take the
 rows changed since past REBUILD_SHARE of the rows that build saw, that adds a language the statistics
 do not know, or that the index plan would now give another index type, writes the whole index again."""
 

@@ -15,7 +15,8 @@ per-row arrays (neighbours: 12 bytes per row and neighbour), never the whole cor
 4. The search depth is tuned as the in-memory build tunes it: the last rows are the queries, kept out of
    reach by a selector rather than added last, their exact neighbours found a segment at a time.
 5. Neighbourhoods are searched a segment at a time against the whole index (stopes' warning: a shard's
-   own neighbours would change the margins), with the tuned depth: the values the in-memory build gives
+   own neighbours would change the margins), at the depth tuned for them (faiss_index.neighbourhood_tuning,
+   step 4's queries): the values the in-memory build gives
    for the same vectors and the same index. On a GPU they are exact, as the in-memory build's are there
    (engine.ann.neighbours.exact_neighbours_streamed: the rows held on the GPU, searched by every segment).
 

@@ -108,8 +108,8 @@ def _write_faiss_index(staging: Path, plans: list[IndexPlan], searchable: np.nda
 def _write_neighbourhoods(staging: Path, built: BuiltIndex, searchable: np.ndarray, meta: pa.Table,
                           scoring: str) -> None:
     """Each row's margin neighbourhood under `scoring`: its nearest rows of other documents found exactly on
-    the GPU (1M rows in seconds there), through the tuned index on the CPU (an exact scan of 1M rows would
-    take an hour on 16 cores)."""
+    the GPU (1M rows in seconds there), through the index on the CPU at the depth tuned for them
+    (faiss_index.neighbourhood_tuning; an exact scan of 1M rows would take an hour on 16 cores)."""
     doc_ids = np.asarray(meta.column("doc_id").to_pylist(), dtype=object)
     depth = neighbour_depth(scoring)
     if built.device == "gpu":
