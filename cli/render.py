@@ -166,8 +166,10 @@ def index_description(manifest: Manifest) -> str:
     params = listed(built["params"])
     neighbourhoods = ""
     if "neighbourhoods_within" in built and manifest.settings.uses_neighbourhoods:
-        neighbourhoods = (f"; neighbourhoods at {listed(built['neighbourhood_params']) or 'the same depth'}, "
-                          f"{built['neighbourhoods_within']:.1%} within {NEIGHBOURHOOD_GAP} of exact")
+        depth = listed(built["neighbourhood_params"]) or "the same depth"
+        # a GPU build's are exact; its updates search through the index as a CPU build's do
+        neighbourhoods = (f"; neighbourhoods exact (GPU), an update's at {depth}" if built["device"] == "gpu" else
+                          f"; neighbourhoods at {depth}, {built['neighbourhoods_within']:.1%} within {NEIGHBOURHOOD_GAP} of exact")
     return (f"{built['key']} ({built['kind']}, {built['storage']}, built on {built['device']})"
             + (f", {params}" if params else "")
             + f", recall@10 {built['recall@10']} vs exact" + (" (below target)" if built.get("below_target") else "")

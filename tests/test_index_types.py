@@ -3,6 +3,7 @@ approximate indexes, and the command line's refusals. Real FAISS throughout."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import faiss
@@ -11,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 from tests.conftest import DEMO_CORPUS, assert_clean_failure, xlsearch, xlsearch_json
+from xlsearch.cli import render
 from xlsearch.engine.embedders.spec import EmbedderSpec
 from xlsearch.engine.store import reader as store
 from xlsearch.engine.store.writer import Provenance, plan_index, write_index
@@ -145,6 +147,9 @@ def test_cli_index_types_storage_and_refusals(hnsw_demo):
     assert neighbourhood_depth >= depth and info["index"]["neighbourhoods_within"] >= NEIGHBOURHOOD_SHARE
     described = xlsearch("info", "--index", index_dir).stdout
     assert f"neighbourhoods at efSearch {neighbourhood_depth}, " in described and "within 0.001 of exact" in described
+    # built on a GPU, they were found exactly there: only updates search them through the index
+    on_gpu = dataclasses.replace(manifest := store.IndexReader(index_dir).manifest, index={**manifest.index, "device": "gpu"})
+    assert f"neighbourhoods exact (GPU), an update's at efSearch {neighbourhood_depth}" in render.index_description(on_gpu)
     hits = xlsearch_json("query", "今天天气真好，适合出去散步", "--index", index_dir, "-k", "45", "--lang", "ko")["hits"]
     assert len(hits) == 45 and {h["lang"] for h in hits} == {"ko"} and hits[0]["id"] == "weather-walk-ko"
     before = (index_dir / "manifest.json").read_bytes()
