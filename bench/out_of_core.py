@@ -193,7 +193,7 @@ def neighbourhood_rate(index_dir: Path, segments: int) -> dict:
     reader = IndexReader(index_dir)
     doc_codes = np.unique(reader.row_column("doc_id"), return_inverse=True)[1].ravel()
     job = NeighbourJob(reader.directory, tuple(reader.manifest.segments), reader.language_stats,
-                       reader.row_column("lang").astype(str), doc_codes, reader.manifest.index["params"],
+                       reader.row_column("lang").astype(str), doc_codes, reader.neighbourhood_params,
                        neighbour_depth(PARALLEL_MARGIN))
     index, rows = job.opened()
     started, timed = time.perf_counter(), 0
@@ -214,7 +214,9 @@ def run(rows: int, max_memory: str, shard_rows: int, work: Path, with_append: bo
     queries, langs = with_languages(FittedMixture.load(SHIPPED_MIXTURE, seed=9).draw(QUERIES), np.random.default_rng(9),
                                     LANGUAGES_SEED)
     raw_mb = rows * queries.shape[1] * 4 / 2**20
+    tuned = json.loads((index / "manifest.json").read_text())["index"]  # the depths: the queries' and the neighbourhoods'
     result = {"rows": rows, "max_memory": max_memory, "shard_rows": shard_rows, "scoring": scoring, **built,
+              **{name: tuned[name] for name in ("params", "neighbourhood_params", "neighbourhoods_within") if name in tuned},
               "raw_vectors_mb": round(raw_mb), "rss_share_of_raw": round(built["peak_rss_mb"] / raw_mb, 3),
               "recall@10": round(recall_at_10(index, queries, langs), 4),
               "cold_query_p50_ms": cold_query_ms(index, queries, langs, work)}

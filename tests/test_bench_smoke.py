@@ -47,4 +47,5 @@ def test_the_out_of_core_benchmark_runs_and_estimates_the_neighbourhoods(tmp_pat
     result = json.loads((ROOT / "bench" / "results" / "out_of_core-6000-4MB-cosine-quick.json").read_text())
     assert "on disk" in result["plan"] and "neighbourhoods" not in result["stages"]
     assert 0 < result["recall@10"] <= 1 and result["peak_rss_mb"] > 0
+    assert result["neighbourhood_params"]["nprobe"] >= result["params"]["nprobe"]  # what the estimate searches at
     assert result["neighbourhoods_estimate"]["rows_timed"] == 2000 and result["neighbourhoods_estimate"]["estimated_s"] > 0
