@@ -239,7 +239,7 @@ def tuned_against(index: faiss.Index, queries: np.ndarray, exact: np.ndarray, ta
     knob = depth_parameter(index)
 
     def measured(depth: int | None) -> tuple[dict, np.ndarray]:
-        params = ({knob: depth} if knob else {}) | ({"rerank": rerank} if rerank > 1 else {})
+        params = _search_params(knob, depth, rerank)
         found = search(index, queries, k, params, selector, exact_vectors=exact_vectors)[1]
         return params, per_query_recall(found, exact)
 
@@ -265,7 +265,7 @@ def neighbourhood_tuning(index: faiss.Index, queries: np.ndarray, exact: np.ndar
     exact_means = np.einsum("qkd,qd->qk", exact_vectors(wanted)[np.searchsorted(wanted, top)], queries).mean(axis=1)
 
     def measured(depth: int | None) -> tuple[dict, float]:
-        params = ({knob: depth} if knob else {}) | ({"rerank": rerank} if rerank > 1 else {})
+        params = _search_params(knob, depth, rerank)
         found = search(index, queries, k, params, selector, exact_vectors=exact_vectors)[0]
         return params, float((np.abs(found.mean(axis=1) - exact_means) <= NEIGHBOURHOOD_GAP).mean())
 
@@ -278,6 +278,12 @@ def neighbourhood_params(tuning: dict) -> dict:
     """The search parameters of margin neighbourhoods in a tuning (or a manifest's index entry): their
     own, or the queries' where there are none (too few rows to tune; indexes written before them)."""
     return tuning.get("neighbourhood_params", tuning.get("params", {}))
+
+
+def _search_params(knob: str | None, depth: int | None, rerank: int) -> dict:
+    """The parameters a tuning tries: the depth on the index's knob (none for exact scans), and the
+    candidates re-scored per hit where codes are lossy."""
+    return ({knob: depth} if knob else {}) | ({"rerank": rerank} if rerank > 1 else {})
 
 
 def _shallowest(depths: list, measured: Callable, reaches: Callable[[tuple], bool]) -> tuple:
