@@ -157,9 +157,11 @@ def test_a_new_version_is_served_whole_from_the_next_request_or_on_sighup(versio
         stop = threading.Event()
 
         def publisher() -> None:
-            for n in range(6):
-                publish_copy(versions["B" if n % 2 == 0 else "A"], path)
-            stop.set()
+            try:
+                for n in range(6):
+                    publish_copy(versions["B" if n % 2 == 0 else "A"], path)
+            finally:
+                stop.set()  # the clients stop however the publishing ended
 
         def client(query: str) -> list[tuple[int, str, set]]:
             answers = []
@@ -168,11 +170,9 @@ def test_a_new_version_is_served_whole_from_the_next_request_or_on_sighup(versio
                 answers.append((status, headers.get("x-index-version"), {h["id"] for h in body.get("hits", [])}))
             return answers
 
-        writer = threading.Thread(target=publisher)
-        with ThreadPoolExecutor(max_workers=4) as pool:
+        with ThreadPoolExecutor(max_workers=5) as pool:
             futures = [pool.submit(client, q) for q in ("weather", "train delay", "Regen", "電車")]
-            writer.start()
-            writer.join()
+            pool.submit(publisher).result()  # raises what made a publish fail
             answers = [a for f in futures for a in f.result()]
     assert answers and all(status == 200 for status, _, _ in answers)
     assert all(hits <= ids[version_of[version]] for _, version, hits in answers)
