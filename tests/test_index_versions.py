@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from xlsearch import Index, IndexSettings
 from xlsearch.cli.app import app
 from xlsearch.engine.errors import IndexMismatchError, InputError
 from xlsearch.engine.search import Searcher
-from xlsearch.engine.store.publish import CRASH_ENV, IndexBusyError, writer_lock
+from xlsearch.engine.store.publish import CRASH_ENV, IndexBusyError, release_old_versions, writer_lock
 from xlsearch.engine.store.reader import IndexReader
 from xlsearch.engine.store.verify import verify_index
 
@@ -96,9 +97,15 @@ def test_a_publish_killed_between_its_renames_is_undone_to_its_own_version_besid
     assert killed.returncode == -signal.SIGKILL and not path.exists()
     assert len(list(tmp_path.glob(".index.old-*"))) == 2
     assert IndexReader(path).manifest.documents == 80  # B, found aside
+    # a reader letting go of versions without the writer lock keeps B (the index, for now) and an empty
+    # directory aside (what a live publish's looks like before its first rename); the writer's recovery doesn't
+    publishing = tmp_path / f".index.old-{time.time_ns():020d}-live"
+    publishing.mkdir()
+    release_old_versions(path)
+    assert len(list(tmp_path.glob(".index.old-*"))) == 3 and IndexReader(path).manifest.documents == 80
     with writer_lock(path):
         pass
-    assert path.is_dir() and IndexReader(path).manifest.documents == 80
+    assert path.is_dir() and IndexReader(path).manifest.documents == 80 and not publishing.exists()
     assert held.manifest.documents == 160 and len(held.column("doc_id")) == held.manifest.count
 
 def test_a_version_that_cannot_be_opened_is_refused_once_and_the_current_one_kept(versions, tmp_path):
