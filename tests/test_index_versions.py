@@ -132,18 +132,22 @@ def test_opening_while_a_writer_publishes_in_a_loop_never_fails_or_mixes(version
     shutil.copytree(versions["A"], path)
     expected = {IndexReader(versions[name]).version: count for name, count in (("A", 160), ("B", 80))}
     stop = threading.Event()
-    published = []
+    published, writer_failed = [], []
 
     def writer() -> None:
-        while not stop.is_set():
-            publish_copy(versions["B" if len(published) % 2 == 0 else "A"], path)
-            published.append(1)
+        try:
+            while not stop.is_set():
+                publish_copy(versions["B" if len(published) % 2 == 0 else "A"], path)
+                published.append(1)
+        except Exception as exc:
+            writer_failed.append(f"{type(exc).__name__}: {exc}")
 
     thread = threading.Thread(target=writer)
     thread.start()
     opens, failures = 0, []
     try:
-        while len(published) < 40 or opens + len(failures) < 40:  # whichever thread the machine favours
+        # whichever thread the machine favours; a writer that failed ends the loop (and fails the test below)
+        while thread.is_alive() and (len(published) < 40 or opens + len(failures) < 40):
             try:
                 reader = IndexReader(path)
             except Exception as exc:  # any failure at all is what this test counts
@@ -159,6 +163,7 @@ def test_opening_while_a_writer_publishes_in_a_loop_never_fails_or_mixes(version
         stop.set()
         thread.join()
     assert not failures, failures[:5]
+    assert not writer_failed, writer_failed
     print(f"{opens} opens across {len(published)} publishes")
 
 
