@@ -65,7 +65,8 @@ def _remove_unread(retired: Path, target: Path, writing: bool) -> None:
     it. The exclusive lock is held while its files go, so a reader opening it meanwhile waits, then finds
     it gone. Without the writer lock (`writing`) a publish may be under way: an empty `.old-*` directory
     is then its own, about to receive the current version, and the newest version aside is the index
-    itself while the publish is between its renames (or died there), so both stay."""
+    itself while the publish is between its renames (or died there), so both stay (unless a writer's
+    recovery has just renamed it back into place: then nothing is left in the directory to keep)."""
     try:
         fd = os.open(retired / target.name, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
@@ -74,7 +75,7 @@ def _remove_unread(retired: Path, target: Path, writing: bool) -> None:
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if writing or target.exists() or _retired(target)[-1] != retired / target.name:
+        if writing or target.exists() or retired / target.name not in _retired(target)[-1:]:
             shutil.rmtree(retired, ignore_errors=True)
     except BlockingIOError:
         pass  # a reader holds it: a later write, or its last reader letting go, removes it
