@@ -15,6 +15,7 @@ import mmap
 import os
 
 import numpy as np
+import pyarrow as pa
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -31,6 +32,20 @@ def mapped_file(directory_fd: int, name: str, size: int) -> mmap.mmap:
         return mmap.mmap(fd, 0, prot=mmap.PROT_READ)
     finally:
         os.close(fd)
+
+
+def arrow_mapped_file(directory_fd: int, name: str, size: int) -> pa.MemoryMappedFile:
+    """As mapped_file, for pyarrow (a segment's metadata file): mapped by Arrow itself. A buffer over a
+    Python mmap is released by whichever Arrow thread drops it last, which must take the GIL; when that
+    happened as the process exited, the thread ended inside Arrow's code and the process aborted
+    ("terminate called without an active exception", SIGABRT: 7 of 120 `xlsearch query` runs, two at a
+    time on this project's 2-core VM)."""
+    mapped = pa.memory_map(f"/proc/self/fd/{directory_fd}/{name}")
+    actual = mapped.size()
+    if actual != size:
+        mapped.close()
+        raise ValueError(f"it has {actual} bytes, the manifest says {size}")
+    return mapped
 
 
 def vectors_of(mapping: mmap.mmap, rows: int, dim: int) -> np.ndarray:

@@ -38,7 +38,7 @@ from xlsearch.engine.ranking.neighbourhoods import NEIGHBOURHOOD_FILE
 from xlsearch.engine.ranking.neutral import STATS_FILE, LanguageStats
 from xlsearch.engine.store.files import DELETED_FILE, INDEX_FILE, REJECTS_FILE
 from xlsearch.engine.store.manifest import MANIFEST_FILE, Manifest, file_sha256, parse_manifest
-from xlsearch.engine.store.mapped import mapped_file, vectors_of
+from xlsearch.engine.store.mapped import arrow_mapped_file, mapped_file, vectors_of
 from xlsearch.engine.store.publish import IndexBusyError, published, real_path
 from xlsearch.engine.vectors import sorted_unique
 
@@ -258,7 +258,7 @@ class IndexReader:
         if self._meta[number] is None:
             segment = self.manifest.segments[number]
             with self._reading(segment["meta"]):
-                meta = pq.ParquetFile(pa.BufferReader(pa.py_buffer(self._mapped(segment["meta"]))))
+                meta = pq.ParquetFile(arrow_mapped_file(self._directory_fd, segment["meta"], self.manifest.sizes[segment["meta"]]))
             if meta.metadata.num_rows != segment["rows"]:
                 raise IndexMismatchError(f"{segment['meta']} has {meta.metadata.num_rows} rows, expected {segment['rows']}",
                                          field="index", value=self.directory)
