@@ -258,7 +258,8 @@ class IndexReader:
         if self._meta[number] is None:
             segment = self.manifest.segments[number]
             with self._reading(segment["meta"]):
-                meta = pq.ParquetFile(arrow_mapped_file(self._directory_fd, segment["meta"], self.manifest.sizes[segment["meta"]]))
+                name = segment["meta"]
+                meta = pq.ParquetFile(arrow_mapped_file(self._directory_fd, name, self.manifest.sizes[name]))
             if meta.metadata.num_rows != segment["rows"]:
                 raise IndexMismatchError(f"{segment['meta']} has {meta.metadata.num_rows} rows, expected {segment['rows']}",
                                          field="index", value=self.directory)
