@@ -167,8 +167,8 @@ def index_description(manifest: Manifest) -> str:
     neighbourhoods = ""
     if "neighbourhoods_within" in built and manifest.settings.uses_neighbourhoods:
         depth = listed(built["neighbourhood_params"]) or "the same depth"
-        # a GPU build's are exact; its updates search through the index as a CPU build's do
-        neighbourhoods = (f"; neighbourhoods exact (GPU), an update's at {depth}" if built["device"] == "gpu" else
+        # a GPU build's are exact; updates are exact on a GPU and search through the index on a CPU
+        neighbourhoods = (f"; neighbourhoods exact (GPU), an update's on a CPU at {depth}" if built["device"] == "gpu" else
                           f"; neighbourhoods at {depth}, {built['neighbourhoods_within']:.1%} within {NEIGHBOURHOOD_GAP} of exact")
     return (f"{built['key']} ({built['kind']}, {built['storage']}, built on {built['device']})"
             + (f", {params}" if params else "")

@@ -16,6 +16,7 @@ import pytest
 from bench.append import LANGUAGES, PROVENANCE, metadata, multilingual_vectors
 from tests.conftest import ROOT
 from xlsearch.engine.ann.faiss_index import NEIGHBOURHOOD_SHARE, resolve_device
+from xlsearch.engine.ann.gpu import probe_gpu
 from xlsearch.engine.ann.neighbours import exact_neighbours
 from xlsearch.engine.ranking.neighbourhoods import neighbour_depth, scoring_neighbourhoods
 from xlsearch.engine.store.publish import CRASH_ENV, writer_lock
@@ -53,7 +54,8 @@ def copy_of(built, tmp_path):
 def build(directory, vectors, langs, settings=FLAT, first=0):
     meta = metadata(langs, first)
     write_index(directory, vectors, meta, PROVENANCE, plan_index(settings, len(vectors), vectors.shape[1],
-                                                                 resolve_device("cpu")), settings=settings)
+                                                                 resolve_device(settings.device)),
+                settings=settings, device=settings.device)
 
 
 def append(directory, vectors, langs, first):
@@ -213,3 +215,18 @@ def test_an_append_to_an_inverted_file_is_within_the_tolerance_of_a_rebuild(tmp_
         assert index.manifest.index["neighbourhoods_within"] >= NEIGHBOURHOOD_SHARE
     gap = np.abs(updated.neighbourhoods - rebuilt.neighbourhoods)
     assert (gap <= TOLERANCE).mean() >= 0.99, f"neighbourhoods within {TOLERANCE}: {(gap <= TOLERANCE).mean():.4f}"
+
+
+@pytest.mark.skipif(not probe_gpu().usable, reason="no usable GPU")
+def test_on_a_gpu_an_approximate_index_is_updated_exactly(data, tmp_path):
+    """A build on a GPU finds its neighbourhoods exactly there, and so do its appends and deletes there: an
+    updated inverted file's neighbourhoods are an exact search's, whatever its lists would find."""
+    vectors, langs = data
+    build(tmp_path / "ix", vectors[:COUNT], langs[:COUNT], IndexSettings(device="gpu", index_type="ivf",
+                                                                         scoring="parallel-margin"))
+    assert_exact_neighbourhoods(IndexReader(tmp_path / "ix"))
+    append(tmp_path / "ix", vectors[COUNT:COUNT + ADDED], langs[COUNT:COUNT + ADDED], COUNT)
+    delete_documents(tmp_path / "ix", [f"d{i}" for i in range(0, COUNT + ADDED, 97)])
+    index = IndexReader(tmp_path / "ix")
+    assert index.approximate and len(index.manifest.segments) == 2 and index.manifest.deleted == 63
+    assert_exact_neighbourhoods(index)

@@ -147,9 +147,9 @@ def test_cli_index_types_storage_and_refusals(hnsw_demo):
     assert neighbourhood_depth >= depth and info["index"]["neighbourhoods_within"] >= NEIGHBOURHOOD_SHARE
     described = xlsearch("info", "--index", index_dir).stdout
     assert f"neighbourhoods at efSearch {neighbourhood_depth}, " in described and "within 0.001 of exact" in described
-    # built on a GPU, they were found exactly there: only updates search them through the index
+    # built on a GPU, they were found exactly there: only updates on a CPU search them through the index
     on_gpu = dataclasses.replace(manifest := store.IndexReader(index_dir).manifest, index={**manifest.index, "device": "gpu"})
-    assert f"neighbourhoods exact (GPU), an update's at efSearch {neighbourhood_depth}" in render.index_description(on_gpu)
+    assert f"neighbourhoods exact (GPU), an update's on a CPU at efSearch {neighbourhood_depth}" in render.index_description(on_gpu)
     hits = xlsearch_json("query", "今天天气真好，适合出去散步", "--index", index_dir, "-k", "45", "--lang", "ko")["hits"]
     assert len(hits) == 45 and {h["lang"] for h in hits} == {"ko"} and hits[0]["id"] == "weather-walk-ko"
     before = (index_dir / "manifest.json").read_bytes()

@@ -6,15 +6,15 @@
 - Deleted rows (a delete, or an appended id replacing its document) stay in FAISS and the segments,
   listed in deleted.npy; readers skip them (engine.store.reader).
 - Neighbourhoods. A new row enters an old row's k nearest exactly when its cosine beats that row's
-  k-th (stored in neighbour_scores.npy). On an exact index (flat), as its build, exactly: matrix
-  products of the new rows against every row kept, a block at a time, give the new rows' k nearest, and
-  compared with each row's k-th they give every row a new one enters. On an approximate index, as its
-  build on the CPU, through the index at the depth tuned for neighbourhoods: each new row is searched
-  REVERSE_DEPTH deep in the updated index,
-  which gives its k nearest, and each old row found there takes it where it beats that row's k-th. The
-  products grow as new rows x all rows (100,000 rows and 1% appended: an update took 5.2 s with them,
-  0.8 s searching instead; bench.append), so only an exact index pays them. A row that had a deleted row among its
-  k nearest is searched again through the updated index.
+  k-th (stored in neighbour_scores.npy). Exactly, on an exact index (flat) and on a GPU, where builds
+  find them exactly too: the new rows are searched against every row kept, a block at a time, which
+  gives their k nearest, and each kept row against the new rows, whose best k are all that can enter
+  its own (faiss's exact k-NN, on the GPU there). Otherwise, as a build on the CPU finds them, through
+  the index at the depth tuned for neighbourhoods: each new row is searched REVERSE_DEPTH deep in the
+  updated index, which gives its k nearest, and each old row found there takes it where it beats that
+  row's k-th. The exact search grows as new rows x all rows (100,000 rows and 1% appended: an update
+  took 5.2 s with it, 0.8 s searching instead; bench.append, on the CPU), so on the CPU only an exact
+  index pays it. A row that had a deleted row among its k nearest is searched again, the same way.
 - The version is the FAISS index written again (adding never rewrites the vectors' segments), a new
   segment of the added rows, the earlier segments hard-linked, and the small per-row files.
 
@@ -28,6 +28,7 @@ import dataclasses
 import datetime as dt
 import os
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
@@ -37,7 +38,7 @@ import pyarrow as pa
 from xlsearch.engine.ann.faiss_index import ADD_BATCH, search
 from xlsearch.engine.ann.index_types import IndexPlan
 from xlsearch.engine.ann.on_disk import lists_file_of, merged_on_disk, trained_of
-from xlsearch.engine.ann.neighbours import nearest_of_other_groups
+from xlsearch.engine.ann.neighbours import exact_search, nearest_of_other_groups
 from xlsearch.engine.ranking.neutral import STATS_FILE
 from xlsearch.engine.store.files import DELETED_FILE, INDEX_FILE, NEIGHBOUR_ROWS_FILE, NEIGHBOUR_SCORES_FILE
 from xlsearch.engine.store.manifest import Manifest, file_sha256, write_manifest
@@ -49,8 +50,8 @@ from xlsearch.engine.store.segments import link_files, write_neighbours, write_r
 # update writes the whole index again (statistics fitted, lists trained, depth tuned on what is there).
 # The tolerances against a full build (bench.append) are measured at 1% appended.
 REBUILD_SHARE = 0.25
-# Cosines computed per matrix product of the new rows against a block of rows: 256 MB of float32
-BLOCK_COSINES = 1 << 26
+# Rows read at a time by an exact update: 128 MB of float32 vectors (87,000 rows of 384)
+BLOCK_BYTES = 1 << 27
 # On an approximate index, how deep each new row is searched for the old rows it may enter. At 32 (HNSW32,
 # 100,000 rows, 1% appended; bench.append) 0.9485 of the rows' neighbourhoods were within 0.002 of exact
 # ones, against 0.9505 for a rebuild's and 0.953 for the exact products'
@@ -58,10 +59,11 @@ REVERSE_DEPTH = 32
 
 
 def update_in_place(index: IndexReader, keep: np.ndarray, vectors: np.ndarray | None, meta: pa.Table | None,
-                    rejects: list[dict], plan: IndexPlan, provenance) -> Manifest | None:
+                    rejects: list[dict], plan: IndexPlan, provenance, device: str = "cpu") -> Manifest | None:
     """The new version of `index` (opened under the writer lock) with the positions where `keep` is
     false deleted and `vectors`/`meta` added, published; None when it cannot be updated in place
-    (module docstring) and must be written whole."""
+    (module docstring) and must be written whole. On `device` "gpu" (resolve_device's) neighbourhoods
+    are updated exactly there."""
     vectors = np.zeros((0, index.dim), np.float32) if vectors is None else np.asarray(vectors, dtype=np.float32)
     new_langs = np.asarray([] if meta is None else meta.column("lang").to_pylist(), dtype=object)
     deleted = np.union1d(index.deleted_rows, index.row_of(np.flatnonzero(~keep))).astype(np.int64)
@@ -73,7 +75,7 @@ def update_in_place(index: IndexReader, keep: np.ndarray, vectors: np.ndarray | 
     with staged_version(index.target) as staging:
         ann = _with_rows_added(index, searchable, staging)
         manifest = _write_version(staging, index, ann, keep, deleted, vectors, searchable, meta, rejects,
-                                  provenance, first_new)
+                                  provenance, first_new, device)
     return manifest
 
 
@@ -116,7 +118,7 @@ def _can_update(index: IndexReader, plan: IndexPlan, new_langs: np.ndarray, adde
 
 def _write_version(staging, index: IndexReader, ann: faiss.Index, keep: np.ndarray, deleted: np.ndarray,
                    vectors: np.ndarray, searchable: np.ndarray, meta: pa.Table | None, rejects: list[dict],
-                   provenance, first_new: int) -> Manifest:
+                   provenance, first_new: int, device: str) -> Manifest:
     m = index.manifest
     try:
         faiss.write_index(ann, str(staging / INDEX_FILE))
@@ -137,7 +139,7 @@ def _write_version(staging, index: IndexReader, ann: faiss.Index, keep: np.ndarr
     if len(deleted):
         np.save(staging / DELETED_FILE, deleted)
     if m.settings.uses_neighbourhoods:
-        scores, rows = updated_neighbours(index, ann, keep, deleted, searchable, meta)
+        scores, rows = updated_neighbours(index, ann, keep, deleted, searchable, meta, device)
         langs = index.row_column("lang").tolist() + ([] if meta is None else meta.column("lang").to_pylist())
         write_neighbours(staging, scores, rows, m.settings.scoring, langs)
     all_rejects = index.rejects() + rejects
@@ -148,61 +150,110 @@ def _write_version(staging, index: IndexReader, ann: faiss.Index, keep: np.ndarr
 
 
 def updated_neighbours(index: IndexReader, ann: faiss.Index, keep: np.ndarray, deleted: np.ndarray,
-                       searchable: np.ndarray, meta: pa.Table | None) -> tuple[np.ndarray, np.ndarray]:
+                       searchable: np.ndarray, meta: pa.Table | None, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Every row's k nearest rows of other documents (scores, rows) after the update, k as deep as the
-    stored ones: those, changed where the new rows enter them or where a deleted row was among them
-    (searched again through `ann`, the updated index), and the new rows' own (module docstring)."""
+    stored ones: those, changed where the new rows enter them or where a deleted row was among them, and
+    the new rows' own; exactly on an exact index or on `device` "gpu", else through `ann`, the updated
+    index (module docstring)."""
     scores = np.array(np.load(index.directory / NEIGHBOUR_SCORES_FILE, allow_pickle=False))
     rows = np.array(np.load(index.directory / NEIGHBOUR_ROWS_FILE, allow_pickle=False))
     k = scores.shape[1]
     kept_rows = index.row_of(np.flatnonzero(keep))
-    first_new = index.rows_stored
+    new_ids = [] if meta is None else meta.column("doc_id").to_pylist()
+    codes = np.unique(np.concatenate([index.row_column("doc_id"), np.asarray(new_ids, dtype=object)]),
+                      return_inverse=True)[1].ravel()
+    alive = np.zeros(len(codes), bool)
+    alive[kept_rows], alive[index.rows_stored:] = True, True
+    rows_of_document = np.bincount(codes[alive], minlength=int(codes.max(initial=-1)) + 1)
+    if device == "gpu" or not index.approximate:
+        return _updated_exactly(index, scores, rows, kept_rows, deleted, searchable, codes, rows_of_document, device)
     new_scores = np.full((len(searchable), k), -np.inf, np.float32)
     new_rows = np.full((len(searchable), k), -1, np.int64)
-    if len(searchable) and index.approximate:
-        new_scores, new_rows = _offered_through_index(index, ann, scores, rows, deleted, searchable, meta)
-    elif len(searchable):
-        added = first_new + np.arange(len(searchable))
-        block_rows = max(1, BLOCK_COSINES // len(searchable))
-        new_docs = np.unique(np.asarray(meta.column("doc_id").to_pylist(), dtype=object), return_inverse=True)[1].ravel()
-        # new rows against new rows: other documents only (an appended document's chunks are all new), as
-        # deep as the longest new document has chunks
-        depth = min(k + int(np.bincount(new_docs).max()), len(searchable))
-        found, among = faiss.knn(searchable, searchable, depth, metric=faiss.METRIC_INNER_PRODUCT)
-        found, among = nearest_of_other_groups(found, among, new_docs, new_docs, k)
-        new_scores, new_rows = _merged(new_scores, new_rows, found, np.where(among >= 0, added[among], -1), k)
-        for start in range(0, len(kept_rows), block_rows):
-            block = kept_rows[start:start + block_rows]
-            block_vectors = index.searchable_rows(block)
-            # the new rows' k best of the block (faiss's k-selection: numpy's argpartition took 10x the product)
-            found, among = faiss.knn(searchable, block_vectors, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
-            new_scores, new_rows = _merged(new_scores, new_rows, found, np.where(among >= 0, block[among], -1), k)
-            cosines = searchable @ block_vectors.T  # new x block
-            entering = cosines > scores[block, k - 1][None, :]  # beats the row's k-th: enters its k nearest
-            changed = np.flatnonzero(entering.any(axis=0))
-            if len(changed):
-                offered = np.where(entering[:, changed], cosines[:, changed], -np.inf).T  # changed x new
-                scores[block[changed]], rows[block[changed]] = _merged(
-                    scores[block[changed]], rows[block[changed]], offered, added, k)
+    if len(searchable):
+        new_scores, new_rows = _offered_through_index(index, ann, scores, rows, deleted, searchable, codes, rows_of_document)
     lost = kept_rows[np.isin(rows[kept_rows], deleted).any(axis=1)]
     if len(lost):
-        scores[lost], rows[lost] = _searched_again(index, ann, lost, deleted, meta, k)
+        depth = min(k + int(rows_of_document[codes[lost]].max()), int(alive.sum()))
+        skipped = faiss.IDSelectorBatch(deleted)  # held while the selector, which points to it, is used
+        found = search(ann, index.searchable_rows(lost), depth, index.neighbourhood_params, faiss.IDSelectorNot(skipped))
+        scores[lost], rows[lost] = nearest_of_other_groups(*found, codes[lost], codes, k)
     return np.vstack([scores, new_scores]), np.vstack([rows, new_rows])
 
 
+def _updated_exactly(index: IndexReader, scores: np.ndarray, rows: np.ndarray, kept_rows: np.ndarray,
+                     deleted: np.ndarray, searchable: np.ndarray, codes: np.ndarray, rows_of_document: np.ndarray,
+                     device: str) -> tuple[np.ndarray, np.ndarray]:
+    """updated_neighbours by exact search on `device`, the kept rows read a block at a time: the new rows
+    against every row; each kept row against the new rows, where they beat its k-th (scores and rows
+    changed in place); then the kept rows that had a deleted row among theirs against every row."""
+    k = scores.shape[1]
+    added = index.rows_stored + np.arange(len(searchable))
+    new = _Nearest(searchable, codes[added], codes, rows_of_document, k, device)
+    if len(searchable):
+        new.searched(added, searchable)
+        for block, vectors in _blocks(index, kept_rows):
+            new.searched(block, vectors)
+            # each row's k best of the new rows: only those can enter its k nearest (none is of its document:
+            # an appended document's chunks are all new)
+            offered, among = exact_search(vectors, searchable, min(k, len(searchable)), device)
+            entering = offered > scores[block, k - 1][:, None]
+            changed = np.flatnonzero(entering.any(axis=1))
+            if len(changed):
+                scores[block[changed]], rows[block[changed]] = _merged(
+                    scores[block[changed]], rows[block[changed]], np.where(entering, offered, -np.inf)[changed],
+                    np.where(entering, added[np.maximum(among, 0)], -1)[changed], k)
+    lost = kept_rows[np.isin(rows[kept_rows], deleted).any(axis=1)]
+    if len(lost):
+        again = _Nearest(index.searchable_rows(lost), codes[lost], codes, rows_of_document, k, device)
+        if len(searchable):
+            again.searched(added, searchable)
+        for block, vectors in _blocks(index, kept_rows):
+            again.searched(block, vectors)
+        scores[lost], rows[lost] = again.scores, again.rows
+    return np.vstack([scores, new.scores]), np.vstack([rows, new.rows])
+
+
+def _blocks(index: IndexReader, kept_rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rows, their searchable vectors) of the kept rows, BLOCK_BYTES of vectors at a time."""
+    step = max(1, BLOCK_BYTES // (4 * index.dim))
+    for start in range(0, len(kept_rows), step):
+        block = kept_rows[start:start + step]
+        yield block, index.searchable_rows(block)
+
+
+class _Nearest:
+    """The k nearest rows of other documents of some rows (`vectors`, of documents `groups`), exact, merged
+    from the candidate rows searched so far."""
+
+    def __init__(self, vectors: np.ndarray, groups: np.ndarray, codes: np.ndarray, rows_of_document: np.ndarray,
+                 k: int, device: str) -> None:
+        self.vectors, self.groups, self.codes, self.k, self.device = vectors, groups, codes, k, device
+        # as deep as the longest of their documents has chunks: its own are looked past
+        self.depth = k + int(rows_of_document[groups].max(initial=0))
+        self.scores = np.full((len(vectors), k), -np.inf, np.float32)
+        self.rows = np.full((len(vectors), k), -1, np.int64)
+
+    def searched(self, candidates: np.ndarray, vectors: np.ndarray) -> None:
+        """Merged with the nearest of the rows `candidates` (their vectors: `vectors`)."""
+        found, among = exact_search(self.vectors, vectors, min(self.depth, len(candidates)), self.device)
+        found_rows = np.where(among >= 0, candidates[np.maximum(among, 0)], -1)
+        self.scores, self.rows = _merged(self.scores, self.rows,
+                                         *nearest_of_other_groups(found, found_rows, self.groups, self.codes, self.k), self.k)
+
+
 def _offered_through_index(index: IndexReader, ann: faiss.Index, scores: np.ndarray, rows: np.ndarray,
-                           deleted: np.ndarray, searchable: np.ndarray, meta: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+                           deleted: np.ndarray, searchable: np.ndarray, codes: np.ndarray,
+                           rows_of_document: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """On an approximate index, as its build does: the new rows' nearest through `ann` (REVERSE_DEPTH
     deep), and each old row found there takes the new row where it beats the row's stored k-th (scores
     and rows changed in place). Returns the new rows' own k nearest of other documents."""
     k = scores.shape[1]
     first_new = index.rows_stored
-    new_docs = np.unique(np.asarray(meta.column("doc_id").to_pylist(), dtype=object), return_inverse=True)[1].ravel()
-    depth = min(max(REVERSE_DEPTH, k + int(np.bincount(new_docs).max())), ann.ntotal - len(deleted))
+    new_docs = codes[first_new:]
+    depth = min(max(REVERSE_DEPTH, k + int(rows_of_document[new_docs].max())), ann.ntotal - len(deleted))
     skipped = faiss.IDSelectorBatch(deleted)  # held while the selector, which points to it, is used
     found, among = search(ann, searchable, depth, index.neighbourhood_params, faiss.IDSelectorNot(skipped) if len(deleted) else None)
-    groups = np.concatenate([-1 - np.arange(first_new), new_docs])  # old rows: each its own; never a new document
-    new_scores, new_rows = nearest_of_other_groups(found, among, new_docs, groups, k)
+    new_scores, new_rows = nearest_of_other_groups(found, among, new_docs, codes, k)
     new, column = np.nonzero((among >= 0) & (among < first_new))
     old = among[new, column]
     entering = found[new, column] > scores[old, k - 1]
@@ -233,22 +284,6 @@ def _merged(scores: np.ndarray, rows: np.ndarray, offered: np.ndarray, offered_r
     both_rows = np.hstack([rows, np.where(np.isfinite(offered), offered_ids, -1)])
     order = np.argsort(-both_scores, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(both_scores, order, axis=1), np.take_along_axis(both_rows, order, axis=1)
-
-
-def _searched_again(index: IndexReader, ann: faiss.Index, rows: np.ndarray, deleted: np.ndarray,
-                    meta: pa.Table | None, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k nearest rows of other documents of old `rows`, through the updated index, deleted rows
-    skipped, as deep as the longest document has chunks (its own are looked past)."""
-    doc_ids = index.row_column("doc_id")
-    if meta is not None:
-        doc_ids = np.concatenate([doc_ids, np.asarray(meta.column("doc_id").to_pylist(), dtype=object)])
-    alive = np.ones(len(doc_ids), bool)
-    alive[deleted] = False
-    codes = np.unique(doc_ids, return_inverse=True)[1].ravel()
-    depth = min(k + int(np.bincount(codes[alive]).max()), int(alive.sum()))
-    skipped = faiss.IDSelectorBatch(deleted)  # held while the selector, which points to it, is used
-    found = search(ann, index.searchable_rows(rows), depth, index.neighbourhood_params, faiss.IDSelectorNot(skipped))
-    return nearest_of_other_groups(*found, codes[rows], codes, k)
 
 
 def _manifest(staging, index: IndexReader, keep: np.ndarray, meta: pa.Table | None, provenance, segments: list[dict],

@@ -144,7 +144,8 @@ def rewrite_index(index: IndexReader, keep: np.ndarray, vectors: np.ndarray | No
     on_disk = bool(index.manifest.index.get("on_disk"))
     count = int(keep.sum()) + (0 if vectors is None else len(vectors))
     plans = plans or plan_index(index.settings, count, index.dim, device, out_of_core=on_disk)
-    updated = update_in_place(index, keep, vectors, meta, rejects or [], plans[0], provenance or provenance_of(index))
+    updated = update_in_place(index, keep, vectors, meta, rejects or [], plans[0], provenance or provenance_of(index),
+                              device.device)
     if updated is not None:
         return updated
     all_rejects = index.rejects() + (rejects or [])
