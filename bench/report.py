@@ -178,7 +178,26 @@ Builds include tuning (on the CPU, where queries run); p50 is one query on the C
                 parts.append(f"| {run['count']:,} | {run['device']} | {built.get('key', '-')} | {built.get('recall@10', '-')} | {seconds} |")
     for check in sorted(GPU_RECORD.glob("*-out-of-core.json")):
         parts.append(out_of_core_gpu_section(json.loads(check.read_text())))
+    for check in sorted(GPU_RECORD.glob("*-append.json")):
+        parts.append(append_gpu_section(json.loads(check.read_text())))
     return "\n".join(parts)
+
+
+def append_gpu_section(data: dict) -> str:
+    """bench.gpu_index --append runs on a GPU machine (NAME-append.json): 1% appended against rebuilding."""
+    lines = [f"""
+## Appending 1% on a GPU: {data['card']} ({data['date']})
+
+{data['what']}.
+
+| vectors | --max-memory | index | build s | append s | rebuild s | speedup (goal >= 20x) | within 0.002 of rebuilt (goal >= 0.99) | recall@10 appended / rebuilt (goal: within 0.01) | code |
+|---|---|---|---|---|---|---|---|---|---|"""]
+    for run in data["runs"]:
+        a = run["append"]
+        lines.append(f"| {run['count']:,} + {a['appended']:,} | {run['max_memory']} | {run['index']['key']} | {run['seconds']} | "
+                     f"{a['append_s']} | {a['rebuild_s']} | {a['speedup']}x | {a['neighbourhoods_within_0.002']} | "
+                     f"{a['recall@10_appended']} / {a['recall@10_rebuilt']} | {run['commit']}: {run['note']} |")
+    return "\n".join(lines)
 
 
 def out_of_core_gpu_section(data: dict) -> str:
