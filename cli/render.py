@@ -167,8 +167,10 @@ def index_description(manifest: Manifest) -> str:
     neighbourhoods = ""
     if "neighbourhoods_within" in built and manifest.settings.uses_neighbourhoods:
         depth = listed(built["neighbourhood_params"]) or "the same depth"
-        # a GPU build's are exact; updates are exact on a GPU and search through the index on a CPU
-        neighbourhoods = (f"; neighbourhoods exact (GPU), an update's on a CPU at {depth}" if built["device"] == "gpu" else
+        # found exactly on a GPU (an index built there in memory, before the manifest said so, or out of
+        # core, its lists trained on the CPU); updates are exact on a GPU and search through the index on a CPU
+        exact = built.get("neighbourhoods_exact", built["device"] == "gpu")
+        neighbourhoods = (f"; neighbourhoods exact (GPU), an update's on a CPU at {depth}" if exact else
                           f"; neighbourhoods at {depth}, {built['neighbourhoods_within']:.1%} within {NEIGHBOURHOOD_GAP} of exact")
     return (f"{built['key']} ({built['kind']}, {built['storage']}, built on {built['device']})"
             + (f", {params}" if params else "")

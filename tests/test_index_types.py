@@ -150,6 +150,9 @@ def test_cli_index_types_storage_and_refusals(hnsw_demo):
     # built on a GPU, they were found exactly there: only updates on a CPU search them through the index
     on_gpu = dataclasses.replace(manifest := store.IndexReader(index_dir).manifest, index={**manifest.index, "device": "gpu"})
     assert f"neighbourhoods exact (GPU), an update's on a CPU at efSearch {neighbourhood_depth}" in render.index_description(on_gpu)
+    # built out of core on a GPU machine: the lists trained on the CPU, the neighbourhoods found exactly on the GPU
+    out_of_core = dataclasses.replace(manifest, index={**manifest.index, "neighbourhoods_exact": True})
+    assert f"neighbourhoods exact (GPU), an update's on a CPU at efSearch {neighbourhood_depth}" in render.index_description(out_of_core)
     hits = xlsearch_json("query", "今天天气真好，适合出去散步", "--index", index_dir, "-k", "45", "--lang", "ko")["hits"]
     assert len(hits) == 45 and {h["lang"] for h in hits} == {"ko"} and hits[0]["id"] == "weather-walk-ko"
     before = (index_dir / "manifest.json").read_bytes()

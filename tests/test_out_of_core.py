@@ -112,6 +112,7 @@ def test_on_a_gpu_the_out_of_core_neighbourhoods_are_the_in_memory_ones(tmp_path
                                                 for first in range(0, ROWS, per)), PROVENANCE, plans, settings, device="gpu")
     write_index(tmp_path / "memory", vectors, meta, PROVENANCE, [plan_for("flat", ROWS, 384)], settings, device="gpu")
     disk, memory = IndexReader(tmp_path / "disk"), IndexReader(tmp_path / "memory")
+    assert disk.manifest.index["neighbourhoods_exact"] and memory.manifest.index["neighbourhoods_exact"]
     # the same neighbours, but where two of a row's cosines are closer than the GPU's rounding across
     # batch shapes (1e-7), which may fall either way
     disk_rows, memory_rows = (np.load(index.directory / NEIGHBOUR_ROWS_FILE) for index in (disk, memory))

@@ -148,8 +148,9 @@ def write_manifest(directory: Path, manifest: Manifest) -> None:
 
 def index_manifest(staging: Path, provenance, built: BuiltIndex, settings: IndexSettings, documents: int,
                    count: int, languages: Counter, stats: LanguageStats | None, rejected: int,
-                   segments: list[dict]) -> Manifest:
-    """The manifest of the whole version staging holds, checksums and sizes of every file in it included."""
+                   segments: list[dict], exact_neighbourhoods: bool = False) -> Manifest:
+    """The manifest of the whole version staging holds, checksums and sizes of every file in it included;
+    `exact_neighbourhoods`: its neighbourhoods were found by exact search (on a GPU), not through the index."""
     files = sorted(os.listdir(staging))
     return Manifest(
         embedder=provenance.embedder, model=provenance.model, family=provenance.family,
@@ -162,6 +163,7 @@ def index_manifest(staging: Path, provenance, built: BuiltIndex, settings: Index
                "estimated_bytes": built.plan.estimated_bytes, "bytes": (staging / INDEX_FILE).stat().st_size,
                **built.tuning, "below_target": built.below_target,
                **({"on_disk": True} if built.plan.on_disk else {}),
+               **({"neighbourhoods_exact": True} if exact_neighbourhoods else {}),
                **({"also_tried": list(built.also_tried)} if built.also_tried else {})},
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         checksums={name: file_sha256(staging / name) for name in files},

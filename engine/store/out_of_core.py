@@ -259,7 +259,7 @@ def write_index_out_of_core(directory: Path, shards: Iterable[Shard], provenance
         write_rejects(staging, rejects)
         manifest = index_manifest(staging, replace(provenance, skipped=dict(skipped)), built, settings,
                                   int(doc_codes.max()) + 1, len(rows), rows.language_counts(), rows.stats,
-                                  len(rejects), rows.segments)
+                                  len(rejects), rows.segments, settings.uses_neighbourhoods and device == "gpu")
         write_manifest(staging, manifest)
     return manifest, rejects
 

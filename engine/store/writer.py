@@ -81,7 +81,7 @@ def write_index(directory: Path, vectors: np.ndarray, meta: pa.Table, provenance
         write_rejects(staging, rejects)
         documents = len(set(meta.column("doc_id").to_pylist()))
         manifest = index_manifest(staging, provenance, built, settings, documents, len(meta), Counter(langs.tolist()),
-                                  stats, len(rejects), [segment])
+                                  stats, len(rejects), [segment], settings.uses_neighbourhoods and built.device == "gpu")
         write_manifest(staging, manifest)
     return manifest
 
