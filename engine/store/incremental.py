@@ -159,58 +159,73 @@ def updated_neighbours(index: IndexReader, ann: faiss.Index, keep: np.ndarray, d
     rows = np.array(np.load(index.directory / NEIGHBOUR_ROWS_FILE, allow_pickle=False))
     k = scores.shape[1]
     kept_rows = index.row_of(np.flatnonzero(keep))
-    new_ids = [] if meta is None else meta.column("doc_id").to_pylist()
-    codes = np.unique(np.concatenate([index.row_column("doc_id"), np.asarray(new_ids, dtype=object)]),
-                      return_inverse=True)[1].ravel()
-    alive = np.zeros(len(codes), bool)
-    alive[kept_rows], alive[index.rows_stored:] = True, True
-    rows_of_document = np.bincount(codes[alive], minlength=int(codes.max(initial=-1)) + 1)
-    if device == "gpu" or not index.approximate:
-        return _updated_exactly(index, scores, rows, kept_rows, deleted, searchable, codes, rows_of_document, device)
+    exact = device == "gpu" or not index.approximate
     new_scores = np.full((len(searchable), k), -np.inf, np.float32)
     new_rows = np.full((len(searchable), k), -1, np.int64)
     if len(searchable):
-        new_scores, new_rows = _offered_through_index(index, ann, scores, rows, deleted, searchable, codes, rows_of_document)
+        # an appended document's chunks are all new rows: each old row can be its own document here, which
+        # spares reading every row's document
+        new_documents = np.unique(np.asarray(meta.column("doc_id").to_pylist(), dtype=object), return_inverse=True)[1].ravel()
+        documents = _Documents(np.concatenate([np.arange(index.rows_stored), index.rows_stored + new_documents]))
+        if exact:
+            new_scores, new_rows = _offered_exactly(index, scores, rows, kept_rows, searchable, documents, device)
+        else:
+            new_scores, new_rows = _offered_through_index(index, ann, scores, rows, deleted, searchable, documents)
     lost = kept_rows[np.isin(rows[kept_rows], deleted).any(axis=1)]
     if len(lost):
-        depth = min(k + int(rows_of_document[codes[lost]].max()), int(alive.sum()))
-        skipped = faiss.IDSelectorBatch(deleted)  # held while the selector, which points to it, is used
-        found = search(ann, index.searchable_rows(lost), depth, index.neighbourhood_params, faiss.IDSelectorNot(skipped))
-        scores[lost], rows[lost] = nearest_of_other_groups(*found, codes[lost], codes, k)
+        new_ids = [] if meta is None else meta.column("doc_id").to_pylist()
+        documents = _Documents(np.unique(np.concatenate([index.row_column("doc_id"), np.asarray(new_ids, dtype=object)]),
+                                         return_inverse=True)[1].ravel(), np.setdiff1d(np.arange(index.rows_stored), kept_rows))
+        if exact:
+            again = _Nearest(index.searchable_rows(lost), documents.codes[lost], documents, k, device)
+            if len(searchable):
+                again.searched(index.rows_stored + np.arange(len(searchable)), searchable)
+            for block, vectors in _blocks(index, kept_rows):
+                again.searched(block, vectors)
+            scores[lost], rows[lost] = again.scores, again.rows
+        else:
+            depth = min(documents.depth(lost, k), ann.ntotal - len(deleted))
+            skipped = faiss.IDSelectorBatch(deleted)  # held while the selector, which points to it, is used
+            found = search(ann, index.searchable_rows(lost), depth, index.neighbourhood_params, faiss.IDSelectorNot(skipped))
+            scores[lost], rows[lost] = nearest_of_other_groups(*found, documents.codes[lost], documents.codes, k)
     return np.vstack([scores, new_scores]), np.vstack([rows, new_rows])
 
 
-def _updated_exactly(index: IndexReader, scores: np.ndarray, rows: np.ndarray, kept_rows: np.ndarray,
-                     deleted: np.ndarray, searchable: np.ndarray, codes: np.ndarray, rows_of_document: np.ndarray,
-                     device: str) -> tuple[np.ndarray, np.ndarray]:
-    """updated_neighbours by exact search on `device`, the kept rows read a block at a time: the new rows
-    against every row; each kept row against the new rows, where they beat its k-th (scores and rows
-    changed in place); then the kept rows that had a deleted row among theirs against every row."""
+class _Documents:
+    """Each row's document as a number (`codes`, stored rows then new ones), and how many rows each has
+    that are not `dropped` (deleted): a row's search goes that much deeper, to look past its own."""
+
+    def __init__(self, codes: np.ndarray, dropped: np.ndarray = np.zeros(0, np.int64)) -> None:
+        self.codes = codes
+        alive = np.ones(len(codes), bool)
+        alive[dropped] = False
+        self.rows_of = np.bincount(codes[alive], minlength=int(codes.max(initial=-1)) + 1)
+
+    def depth(self, queries: np.ndarray, k: int) -> int:
+        """How deep rows `queries` are searched for k nearest of other documents."""
+        return k + int(self.rows_of[self.codes[queries]].max(initial=0))
+
+
+def _offered_exactly(index: IndexReader, scores: np.ndarray, rows: np.ndarray, kept_rows: np.ndarray,
+                     searchable: np.ndarray, documents: _Documents, device: str) -> tuple[np.ndarray, np.ndarray]:
+    """By exact search on `device`, the kept rows read a block at a time: the new rows against every row,
+    and each kept row against the new rows, taking those that beat its k-th (scores and rows changed in
+    place). Returns the new rows' own k nearest of other documents."""
     k = scores.shape[1]
     added = index.rows_stored + np.arange(len(searchable))
-    new = _Nearest(searchable, codes[added], codes, rows_of_document, k, device)
-    if len(searchable):
-        new.searched(added, searchable)
-        for block, vectors in _blocks(index, kept_rows):
-            new.searched(block, vectors)
-            # each row's k best of the new rows: only those can enter its k nearest (none is of its document:
-            # an appended document's chunks are all new)
-            offered, among = exact_search(vectors, searchable, min(k, len(searchable)), device)
-            entering = offered > scores[block, k - 1][:, None]
-            changed = np.flatnonzero(entering.any(axis=1))
-            if len(changed):
-                scores[block[changed]], rows[block[changed]] = _merged(
-                    scores[block[changed]], rows[block[changed]], np.where(entering, offered, -np.inf)[changed],
-                    np.where(entering, added[np.maximum(among, 0)], -1)[changed], k)
-    lost = kept_rows[np.isin(rows[kept_rows], deleted).any(axis=1)]
-    if len(lost):
-        again = _Nearest(index.searchable_rows(lost), codes[lost], codes, rows_of_document, k, device)
-        if len(searchable):
-            again.searched(added, searchable)
-        for block, vectors in _blocks(index, kept_rows):
-            again.searched(block, vectors)
-        scores[lost], rows[lost] = again.scores, again.rows
-    return np.vstack([scores, new.scores]), np.vstack([rows, new.rows])
+    new = _Nearest(searchable, documents.codes[added], documents, k, device)
+    new.searched(added, searchable)
+    for block, vectors in _blocks(index, kept_rows):
+        new.searched(block, vectors)
+        # each row's k best of the new rows: only those can enter its k nearest
+        offered, among = exact_search(vectors, searchable, min(k, len(searchable)), device)
+        entering = offered > scores[block, k - 1][:, None]
+        changed = np.flatnonzero(entering.any(axis=1))
+        if len(changed):
+            scores[block[changed]], rows[block[changed]] = _merged(
+                scores[block[changed]], rows[block[changed]], np.where(entering, offered, -np.inf)[changed],
+                np.where(entering, added[np.maximum(among, 0)], -1)[changed], k)
+    return new.scores, new.rows
 
 
 def _blocks(index: IndexReader, kept_rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -225,11 +240,10 @@ class _Nearest:
     """The k nearest rows of other documents of some rows (`vectors`, of documents `groups`), exact, merged
     from the candidate rows searched so far."""
 
-    def __init__(self, vectors: np.ndarray, groups: np.ndarray, codes: np.ndarray, rows_of_document: np.ndarray,
-                 k: int, device: str) -> None:
-        self.vectors, self.groups, self.codes, self.k, self.device = vectors, groups, codes, k, device
+    def __init__(self, vectors: np.ndarray, groups: np.ndarray, documents: _Documents, k: int, device: str) -> None:
+        self.vectors, self.groups, self.codes, self.k, self.device = vectors, groups, documents.codes, k, device
         # as deep as the longest of their documents has chunks: its own are looked past
-        self.depth = k + int(rows_of_document[groups].max(initial=0))
+        self.depth = k + int(documents.rows_of[groups].max(initial=0))
         self.scores = np.full((len(vectors), k), -np.inf, np.float32)
         self.rows = np.full((len(vectors), k), -1, np.int64)
 
@@ -242,18 +256,17 @@ class _Nearest:
 
 
 def _offered_through_index(index: IndexReader, ann: faiss.Index, scores: np.ndarray, rows: np.ndarray,
-                           deleted: np.ndarray, searchable: np.ndarray, codes: np.ndarray,
-                           rows_of_document: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                           deleted: np.ndarray, searchable: np.ndarray, documents: _Documents) -> tuple[np.ndarray, np.ndarray]:
     """On an approximate index, as its build does: the new rows' nearest through `ann` (REVERSE_DEPTH
     deep), and each old row found there takes the new row where it beats the row's stored k-th (scores
     and rows changed in place). Returns the new rows' own k nearest of other documents."""
     k = scores.shape[1]
     first_new = index.rows_stored
-    new_docs = codes[first_new:]
-    depth = min(max(REVERSE_DEPTH, k + int(rows_of_document[new_docs].max())), ann.ntotal - len(deleted))
+    added = first_new + np.arange(len(searchable))
+    depth = min(max(REVERSE_DEPTH, documents.depth(added, k)), ann.ntotal - len(deleted))
     skipped = faiss.IDSelectorBatch(deleted)  # held while the selector, which points to it, is used
     found, among = search(ann, searchable, depth, index.neighbourhood_params, faiss.IDSelectorNot(skipped) if len(deleted) else None)
-    new_scores, new_rows = nearest_of_other_groups(found, among, new_docs, codes, k)
+    new_scores, new_rows = nearest_of_other_groups(found, among, documents.codes[added], documents.codes, k)
     new, column = np.nonzero((among >= 0) & (among < first_new))
     old = among[new, column]
     entering = found[new, column] > scores[old, k - 1]
