@@ -177,7 +177,7 @@ def updated_neighbours(index: IndexReader, ann: faiss.Index, keep: np.ndarray, d
         documents = _Documents(np.unique(np.concatenate([index.row_column("doc_id"), np.asarray(new_ids, dtype=object)]),
                                          return_inverse=True)[1].ravel(), np.setdiff1d(np.arange(index.rows_stored), kept_rows))
         if exact:
-            again = _Nearest(index.searchable_rows(lost), documents.codes[lost], documents, k, device)
+            again = _Nearest(index.searchable_rows(lost), lost, documents, k, device)
             if len(searchable):
                 again.searched(index.rows_stored + np.arange(len(searchable)), searchable)
             for block, vectors in _blocks(index, kept_rows):
@@ -213,7 +213,7 @@ def _offered_exactly(index: IndexReader, scores: np.ndarray, rows: np.ndarray, k
     place). Returns the new rows' own k nearest of other documents."""
     k = scores.shape[1]
     added = index.rows_stored + np.arange(len(searchable))
-    new = _Nearest(searchable, documents.codes[added], documents, k, device)
+    new = _Nearest(searchable, added, documents, k, device)
     new.searched(added, searchable)
     for block, vectors in _blocks(index, kept_rows):
         new.searched(block, vectors)
@@ -237,13 +237,12 @@ def _blocks(index: IndexReader, kept_rows: np.ndarray) -> Iterator[tuple[np.ndar
 
 
 class _Nearest:
-    """The k nearest rows of other documents of some rows (`vectors`, of documents `groups`), exact, merged
+    """The k nearest rows of other documents of rows `queried` (their vectors: `vectors`), exact, merged
     from the candidate rows searched so far."""
 
-    def __init__(self, vectors: np.ndarray, groups: np.ndarray, documents: _Documents, k: int, device: str) -> None:
-        self.vectors, self.groups, self.codes, self.k, self.device = vectors, groups, documents.codes, k, device
-        # as deep as the longest of their documents has chunks: its own are looked past
-        self.depth = k + int(documents.rows_of[groups].max(initial=0))
+    def __init__(self, vectors: np.ndarray, queried: np.ndarray, documents: _Documents, k: int, device: str) -> None:
+        self.vectors, self.k, self.device = vectors, k, device
+        self.groups, self.codes, self.depth = documents.codes[queried], documents.codes, documents.depth(queried, k)
         self.scores = np.full((len(vectors), k), -np.inf, np.float32)
         self.rows = np.full((len(vectors), k), -1, np.int64)
 
