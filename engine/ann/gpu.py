@@ -261,11 +261,9 @@ def _fatbin_code(data: mmap.mmap) -> set[str]:
 
 
 @cache
-@cache
 def gpu_resources():
-    """One faiss StandardGpuResources for the process (its streams, cuBLAS handle and scratch memory),
-    made at the first call, which comes only after probe_gpu() found the GPU usable. Made anew for each
-    search, each paid that set-up again: an update on a GPU makes two dozen searches."""
+    """One faiss StandardGpuResources for the process (its streams, cuBLAS handle and scratch memory):
+    only after probe_gpu() found the GPU usable."""
     import faiss
 
     return faiss.StandardGpuResources()
