@@ -15,6 +15,7 @@ from xlsearch.engine.errors import InputError
 from xlsearch.engine.ann.gpu import GpuProbe, gpu_resources, probe_gpu
 from xlsearch.engine.ann.on_disk import open_on_disk
 from xlsearch.engine.ann.index_types import POINTS_PER_LIST, TRAIN_POINTS_PER_LIST, IndexPlan
+from xlsearch.engine.ann.list_scan import LIST_SCAN_QUERIES, scan_lists, scannable
 from xlsearch.engine.ranking.margin import MARGIN_K
 from xlsearch.engine.vectors import sorted_unique
 
@@ -335,20 +336,28 @@ def _depths(index: faiss.Index, knob: str | None) -> list[int | None]:
 def search(index: faiss.Index, queries: np.ndarray, k: int, params: dict, selector: faiss.IDSelector | None = None,
            exact_vectors: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, rows) with the tuned parameters. A few queries on an exact flat index are a BLAS
-    matrix-vector product over its (memory-mapped) vectors: FAISS scans for a single query on one thread.
-    With params["rerank"] and `exact_vectors` (rows -> vectors), k x rerank candidates are re-scored
-    exactly."""
+    matrix-vector product over its (memory-mapped) vectors: FAISS scans for a single query on one thread;
+    many queries on an inverted file whose codes list_scan reads are scanned list by list. With
+    params["rerank"] and `exact_vectors` (rows -> vectors), k x rerank candidates are re-scored exactly."""
     if selector is None and isinstance(index, faiss.IndexFlat) and len(queries) <= BLAS_QUERIES:
         return _blas_scan(index, queries, k)
     rerank = int(params.get("rerank", 1)) if exact_vectors is not None else 1
-    if rerank > 1 and len(queries) * k * rerank > RERANK_ROWS:  # the gathered vectors, a block of queries at a time
-        step = max(1, RERANK_ROWS // (k * rerank))
-        parts = [search(index, queries[start:start + step], k, params, selector, exact_vectors)
-                 for start in range(0, len(queries), step)]
-        return np.vstack([part[0] for part in parts]), np.vstack([part[1] for part in parts])
-    scores, rows = index.search(queries, k * rerank, params=search_parameters(index, params, selector))
+    lists = scannable(index) if selector is None and len(queries) >= LIST_SCAN_QUERIES else None
+    if lists is not None:
+        scores, rows = scan_lists(lists, queries, k * rerank, int(params.get("nprobe") or lists.nprobe))
+    else:
+        scores, rows = index.search(queries, k * rerank, params=search_parameters(index, params, selector))
     if rerank == 1:
         return scores, rows
+    step = max(1, RERANK_ROWS // (k * rerank))  # the gathered vectors, a block of queries at a time
+    parts = [_rescored(queries[start:start + step], rows[start:start + step], k, exact_vectors)
+             for start in range(0, len(queries), step)]
+    return np.vstack([part[0] for part in parts]), np.vstack([part[1] for part in parts])
+
+
+def _rescored(queries: np.ndarray, rows: np.ndarray, k: int,
+              exact_vectors: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of each query's candidates `rows` (-1: none) by exact inner product."""
     found = rows >= 0
     unique = sorted_unique(rows[found])
     vectors = np.asarray(exact_vectors(unique), dtype=np.float32)
