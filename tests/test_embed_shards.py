@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from testkit.fault_proxy import FaultProxy
 from testkit.indexes import write_jsonl
 from xlsearch.cli.app import app
-from tests.conftest import ROOT, TATOEBA, assert_clean_failure, xlsearch
+from tests.conftest import ROOT, assert_clean_failure, xlsearch
 
 pytestmark = pytest.mark.processes
 
@@ -33,11 +33,11 @@ SHARD = ["--shard-size", "20"]
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
+def corpus(tatoeba, tmp_path_factory):
     root = tmp_path_factory.mktemp("tatoeba")
     for lang in LANGS:
         name = f"tatoeba.{lang}-eng.{lang}"
-        lines = (TATOEBA / name).read_text(encoding="utf-8").splitlines()[:SENTENCES]
+        lines = (tatoeba / name).read_text(encoding="utf-8").splitlines()[:SENTENCES]
         (root / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
 
