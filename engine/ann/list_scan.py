@@ -61,7 +61,10 @@ def scan_lists(ivf: faiss.IndexIVF, queries: np.ndarray, k: int, nprobe: int) ->
     flat = probed.ravel()
     by_list = np.argsort(flat, kind="stable")
     bounds = np.searchsorted(flat, np.arange(ivf.nlist + 1), sorter=by_list)
-    offsets = codes.constant[by_list // nprobe] + (coarse.ravel()[by_list] if ivf.by_residual else 0)
+    coarse = coarse.ravel()[by_list] if ivf.by_residual else None
+    dim = ivf.d
+    widest = int(np.diff(bounds).max()) if len(bounds) > 1 else 0
+    asked = np.empty((widest, dim + 1), np.float32)  # a list's queries, scaled, and their constant
     with _one_faiss_thread():
         for number in np.flatnonzero(np.diff(bounds)):
             size = ivf.invlists.list_size(int(number))
@@ -69,45 +72,57 @@ def scan_lists(ivf: faiss.IndexIVF, queries: np.ndarray, k: int, nprobe: int) ->
                 continue
             pairs = slice(bounds[number], bounds[number + 1])
             asking = by_list[pairs] // nprobe
-            found = codes.scaled[asking] @ codes.of_list(int(number), size).T
-            found += offsets[pairs, None]
+            part = asked[:len(asking)]
+            np.take(codes.extended, asking, axis=0, out=part)
+            if coarse is not None:
+                part[:, dim] += coarse[pairs]
+            found = part @ codes.of_list(int(number), size).T
+            kept_scores = scores[asking]
+            better = (found > kept_scores[:, :1]).any(axis=1)
+            if not better.all():
+                asking, found, kept_scores = asking[better], np.ascontiguousarray(found[better]), kept_scores[better]
+                if not len(asking):
+                    continue
+            kept_rows = rows[asking]
             ids = faiss.rev_swig_ptr(ivf.invlists.get_ids(int(number)), size)
-            kept_scores, kept_rows = scores[asking], rows[asking]
-            part = _heaps(kept_scores, kept_rows)
-            part.addn_with_ids(size, faiss.swig_ptr(found), faiss.swig_ptr(ids), 0, 0, len(asking))
+            _heaps(kept_scores, kept_rows).addn_with_ids(size, faiss.swig_ptr(found), faiss.swig_ptr(ids), 0, 0, len(asking))
             scores[asking], rows[asking] = kept_scores, kept_rows
         heaps.reorder()
     return scores, rows
 
 
 class _Codes:
-    """A list's codes as float rows, and the queries scaled so that their products with those rows are
-    the scores less `constant` (and the coarse distance, for residuals)."""
+    """The queries as `extended` rows (scaled for the codes, their constant last) and each list's codes as
+    float rows ending in 1: the products of the two are the scores, less the coarse distance of residuals."""
 
     def __init__(self, ivf: faiss.IndexIVF, queries: np.ndarray) -> None:
         self.ivf, self.dim = ivf, ivf.d
-        self.levels = None
-        if isinstance(ivf, faiss.IndexIVFScalarQuantizer) and ivf.sq.qtype in _LEVELS:
-            self.levels = _LEVELS[ivf.sq.qtype]
+        self.levels = _LEVELS.get(ivf.sq.qtype) if isinstance(ivf, faiss.IndexIVFScalarQuantizer) else None
+        constant = np.zeros(len(queries), np.float32)
+        if self.levels is not None:
             trained = faiss.vector_to_array(ivf.sq.trained)
             half = len(trained) // 2  # vmin then vdiff: one each (uniform) or one per dimension
             vmin, vdiff = trained[:half], trained[half:]
-            self.scaled = np.ascontiguousarray(queries * (vdiff / self.levels), dtype=np.float32)
-            self.constant = queries @ np.broadcast_to(vmin, (self.dim,)) + 0.5 * self.scaled.sum(axis=1)
-        else:
-            self.scaled, self.constant = queries, np.zeros(len(queries), np.float32)
+            constant = queries.dot(np.broadcast_to(vmin, (self.dim,)))
+            queries = queries * (vdiff / self.levels)
+            constant += queries.sum(axis=1) / 2
+        self.extended = np.hstack([queries, constant[:, None]]).astype(np.float32)
+        self.rows = np.ones((0, self.dim + 1), np.float32)  # reused for every list, grown to the longest
 
     def of_list(self, number: int, size: int) -> np.ndarray:
+        if len(self.rows) < size:
+            self.rows = np.ones((size, self.dim + 1), np.float32)
+        rows = self.rows[:size]
         stored = faiss.rev_swig_ptr(self.ivf.invlists.get_codes(number), size * self.ivf.code_size)
         stored = stored.reshape(size, self.ivf.code_size)
         if self.levels == 15.0:  # two components a byte, the even one in the low half
-            unpacked = np.empty((size, stored.shape[1] * 2), np.float32)
-            unpacked[:, 0::2], unpacked[:, 1::2] = stored & 15, stored >> 4
-            return unpacked[:, :self.dim]
-        if self.levels is not None:
-            return stored.astype(np.float32)
-        kind = np.float16 if isinstance(self.ivf, faiss.IndexIVFScalarQuantizer) else np.float32
-        return stored.view(kind).astype(np.float32, copy=False)
+            rows[:, 0:self.dim:2] = stored & 15
+            rows[:, 1:self.dim:2] = (stored >> 4)[:, :self.dim // 2]
+        elif self.levels is not None:
+            rows[:, :self.dim] = stored
+        else:
+            rows[:, :self.dim] = stored.view(np.float16 if isinstance(self.ivf, faiss.IndexIVFScalarQuantizer) else np.float32)
+        return rows
 
 
 def _heaps(scores: np.ndarray, rows: np.ndarray) -> faiss.float_minheap_array_t:
