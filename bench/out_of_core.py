@@ -184,24 +184,29 @@ def append_check(index: Path, rows: int, work: Path, max_memory: str, scoring: s
             "neighbourhoods_within_0.002": round(float((gap <= NEIGHBOURHOOD_TOLERANCE).mean()), 4)}
 
 
-def neighbourhood_rate(index_dir: Path, segments: int) -> dict:
-    """The default scoring's neighbourhood search of the first `segments` segments of an index, timed."""
+def neighbourhood_rate(index_dir: Path, segments: int, max_memory: str) -> dict:
+    """The default scoring's neighbourhood search of the first `segments` segments of an index, timed, in
+    the batches the build would search them in under `max_memory`."""
+    from xlsearch.engine.ann.index_types import parse_bytes
+    from xlsearch.engine.ranking.margin import search_depth
     from xlsearch.engine.ranking.neighbourhoods import neighbour_depth
-    from xlsearch.engine.store.out_of_core import NeighbourJob, segment_neighbours
+    from xlsearch.engine.store.out_of_core import NeighbourJob, neighbour_batch, segment_neighbours
     from xlsearch.engine.store.reader import IndexReader
 
     reader = IndexReader(index_dir)
     doc_codes = np.unique(reader.row_column("doc_id"), return_inverse=True)[1].ravel()
+    params, depth = reader.neighbourhood_params, neighbour_depth(PARALLEL_MARGIN)
+    batch = neighbour_batch(parse_bytes(max_memory), reader.dim, search_depth(doc_codes, depth) * int(params.get("rerank", 1)),
+                            params)
     job = NeighbourJob(reader.directory, tuple(reader.manifest.segments), reader.language_stats,
-                       reader.row_column("lang").astype(str), doc_codes, reader.neighbourhood_params,
-                       neighbour_depth(PARALLEL_MARGIN))
+                       reader.row_column("lang").astype(str), doc_codes, params, depth, batch)
     index, rows = job.opened()
     started, timed = time.perf_counter(), 0
     for number in range(segments):
         segment_neighbours(job, index, rows, number)
         timed += job.segments[number]["rows"]
     rate = timed / (time.perf_counter() - started)
-    return {"rows_timed": timed, "rows_per_s": round(rate, 1), "estimated_s": round(len(doc_codes) / rate, 1)}
+    return {"batch": job.batch, "rows_timed": timed, "rows_per_s": round(rate, 1), "estimated_s": round(len(doc_codes) / rate, 1)}
 
 
 def run(rows: int, max_memory: str, shard_rows: int, work: Path, with_append: bool, scoring: str,
@@ -221,7 +226,7 @@ def run(rows: int, max_memory: str, shard_rows: int, work: Path, with_append: bo
               "recall@10": round(recall_at_10(index, queries, langs), 4),
               "cold_query_p50_ms": cold_query_ms(index, queries, langs, work)}
     if time_neighbourhoods:
-        result["neighbourhoods_estimate"] = neighbourhood_rate(index, time_neighbourhoods)
+        result["neighbourhoods_estimate"] = neighbourhood_rate(index, time_neighbourhoods, max_memory)
     if with_append:
         result["append"] = append_check(index, rows, work, max_memory, scoring)
     return result

@@ -349,6 +349,7 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, params: dict, select
         scores, rows = index.search(queries, k * rerank, params=search_parameters(index, params, selector))
     if rerank == 1:
         return scores, rows
+    del scores  # the codes' scores: held through the re-scoring, they would only add to its memory
     step = max(1, RERANK_ROWS // (k * rerank))  # the gathered vectors, a block of queries at a time
     parts = [_rescored(queries[start:start + step], rows[start:start + step], k, exact_vectors)
              for start in range(0, len(queries), step)]
@@ -360,9 +361,10 @@ def _rescored(queries: np.ndarray, rows: np.ndarray, k: int,
     """The k best of each query's candidates `rows` (-1: none) by exact inner product."""
     found = rows >= 0
     unique = sorted_unique(rows[found])
-    vectors = np.asarray(exact_vectors(unique), dtype=np.float32)
-    candidates = vectors[np.searchsorted(unique, np.maximum(rows, 0))]
-    exact = np.where(found, np.einsum("qcd,qd->qc", candidates, queries), -np.inf)
+    # every gathered row against every query of the block, one product, rather than a (queries x
+    # candidates x dims) gather: 13 MB less at 90 candidates a query, 384 dims
+    products = np.asarray(exact_vectors(unique), dtype=np.float32) @ queries.T
+    exact = np.where(found, products[np.searchsorted(unique, np.maximum(rows, 0)), np.arange(len(rows))[:, None]], -np.inf)
     order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(exact, order, axis=1), np.take_along_axis(rows, order, axis=1)
 

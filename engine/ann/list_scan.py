@@ -3,17 +3,19 @@ of the index for its nearest rows, millions of queries at the depth tuned for th
 
 FAISS scans a list once for each query that probes it, scoring one code at a time. Here each list is read
 once per batch and scored against every query of the batch that probes it as one matrix product (BLAS),
-the codes' decoding folded into the queries (a scalar-quantized component is vmin + (code + 0.5) / levels
-x vdiff, so q . x is a constant of q plus (q * vdiff / levels) . code); FAISS's heaps keep each query's
-best k. The candidates and scores are IndexIVF.search's (with the coarse distance as q . centroid where
-codes are residuals, as FAISS's scanners take it), within float rounding: 3e-7 at most, the same 90
-candidates for each of 300 queries, on the 5M index below.
+the codes' decoding folded into the queries: a scalar-quantized component is vmin + (code + 0.5) / levels
+x vdiff, so q . x is a constant of q plus (q * vdiff / levels) . code, and the constant rides in the
+product as a last column (ones on the codes' side). Only the queries with a score above the worst of
+their k so far go on to FAISS's heaps. The candidates and scores are IndexIVF.search's (with the coarse
+distance as q . centroid where codes are residuals, as FAISS's scanners take it), within float rounding:
+3e-7 at most, the same 90 candidates for each of 300 queries, on the 5M index below.
 
-Measured on this project's 2-core VM, 5M x 384 IVF7281,SQ8 on disk, batches of 10,000 rows of it, 90
-candidates each: nprobe 144: 1,738 rows/s, IndexIVF.search about 600 (2 threads); nprobe 384: 727 rows/s,
-IndexIVF.search 129 on one thread. The matrix products run at about 205 GFLOPS there, the most BLAS gives.
-FAISS's own threads are held to one while the lists are scanned: its heap updates and OpenBLAS's threads
-spun against each other (the same 10,000 queries took 24.3 s with both, 5.8 s without)."""
+Measured on this project's 2-core VM, 5M x 384 IVF7281,SQ8 on disk, 10,000 of its rows: nprobe 144 (90
+candidates): 1,738 rows/s, IndexIVF.search about 600 (2 threads); nprobe 384 (9 candidates): 860 rows/s,
+IndexIVF.search 129 on one thread. The matrix product is most of it, at about 200 GFLOPS, the most BLAS
+gives there. FAISS's own threads are held to one while the lists are scanned: its heap updates and
+OpenBLAS's threads spun against each other (the same 10,000 queries took 24.3 s with both, 5.8 s
+without). That setting is the calling thread's (OpenMP's), so other threads' searches keep theirs."""
 
 from __future__ import annotations
 
@@ -26,11 +28,22 @@ import numpy as np
 # Below this many queries a batch is IndexIVF.search's: reading every list has a fixed cost (0.7 s on
 # the 5M index's 7,281 lists), which 10,000 queries at nprobe 144 make a tenth of the scan.
 LIST_SCAN_QUERIES = 4096
+# Scores of one product at most (4 MB): the queries probing a long list are scored a block at a time. The
+# lists of an index are uneven, and the long ones are probed by the most queries: one list of 1M rows'
+# IVF910,SQ4 took 60 MB of scores at once for a batch of 10,000 queries.
+PRODUCT_SCORES = 1 << 20
 
 _QUANTIZER = faiss.ScalarQuantizer
 _LEVELS = {_QUANTIZER.QT_8bit: 255.0, _QUANTIZER.QT_8bit_uniform: 255.0,
            _QUANTIZER.QT_4bit: 15.0, _QUANTIZER.QT_4bit_uniform: 15.0}
 _HALF = (_QUANTIZER.QT_fp16,)
+
+
+def scan_batch(budget: int, dim: int, k: int, nprobe: int) -> int:
+    """How many queries one scan_lists call takes within `budget` bytes: each query's scaled copy
+    (4 (dim + 1) bytes), its k best (12 k) and its (query, list) pairs (24 nprobe), beside one product's
+    scores and the part of them kept (8 MB)."""
+    return max(0, (budget - 8 * PRODUCT_SCORES) // (4 * (dim + 1) + 12 * k + 24 * nprobe))
 
 
 def scannable(index: faiss.Index) -> faiss.IndexIVF | None:
@@ -58,35 +71,38 @@ def scan_lists(ivf: faiss.IndexIVF, queries: np.ndarray, k: int, nprobe: int) ->
     heaps = _heaps(scores, rows)
     heaps.heapify()
     # (query, list) pairs grouped by list: each list's queries are a slice of `by_list`
-    flat = probed.ravel()
-    by_list = np.argsort(flat, kind="stable")
-    bounds = np.searchsorted(flat, np.arange(ivf.nlist + 1), sorter=by_list)
+    by_list = np.argsort(probed.ravel(), kind="stable")
+    bounds = np.searchsorted(probed.ravel(), np.arange(ivf.nlist + 1), sorter=by_list)
     coarse = coarse.ravel()[by_list] if ivf.by_residual else None
+    del probed  # memory follows the batch: (queries x nprobe) pairs, 20 bytes each
     dim = ivf.d
     widest = int(np.diff(bounds).max()) if len(bounds) > 1 else 0
-    asked = np.empty((widest, dim + 1), np.float32)  # a list's queries, scaled, and their constant
+    asked = np.empty((min(widest, PRODUCT_SCORES), dim + 1), np.float32)  # a list's queries, scaled, and their constant
     with _one_faiss_thread():
         for number in np.flatnonzero(np.diff(bounds)):
             size = ivf.invlists.list_size(int(number))
             if size == 0:
                 continue
-            pairs = slice(bounds[number], bounds[number + 1])
-            asking = by_list[pairs] // nprobe
-            part = asked[:len(asking)]
-            np.take(codes.extended, asking, axis=0, out=part)
-            if coarse is not None:
-                part[:, dim] += coarse[pairs]
-            found = part @ codes.of_list(int(number), size).T
-            kept_scores = scores[asking]
-            better = (found > kept_scores[:, :1]).any(axis=1)
-            if not better.all():
-                asking, found, kept_scores = asking[better], np.ascontiguousarray(found[better]), kept_scores[better]
-                if not len(asking):
-                    continue
-            kept_rows = rows[asking]
+            listed = codes.of_list(int(number), size)
             ids = faiss.rev_swig_ptr(ivf.invlists.get_ids(int(number)), size)
-            _heaps(kept_scores, kept_rows).addn_with_ids(size, faiss.swig_ptr(found), faiss.swig_ptr(ids), 0, 0, len(asking))
-            scores[asking], rows[asking] = kept_scores, kept_rows
+            step = max(1, PRODUCT_SCORES // size)
+            for first in range(bounds[number], bounds[number + 1], step):
+                pairs = slice(first, min(first + step, bounds[number + 1]))
+                asking = by_list[pairs] // nprobe
+                part = asked[:len(asking)]
+                np.take(codes.extended, asking, axis=0, out=part)
+                if coarse is not None:
+                    part[:, dim] += coarse[pairs]
+                found = part @ listed.T
+                kept_scores = scores[asking]
+                better = (found > kept_scores[:, :1]).any(axis=1)
+                if not better.all():
+                    asking, found, kept_scores = asking[better], np.ascontiguousarray(found[better]), kept_scores[better]
+                    if not len(asking):
+                        continue
+                kept_rows = rows[asking]
+                _heaps(kept_scores, kept_rows).addn_with_ids(size, faiss.swig_ptr(found), faiss.swig_ptr(ids), 0, 0, len(asking))
+                scores[asking], rows[asking] = kept_scores, kept_rows
         heaps.reorder()
     return scores, rows
 
@@ -98,15 +114,15 @@ class _Codes:
     def __init__(self, ivf: faiss.IndexIVF, queries: np.ndarray) -> None:
         self.ivf, self.dim = ivf, ivf.d
         self.levels = _LEVELS.get(ivf.sq.qtype) if isinstance(ivf, faiss.IndexIVFScalarQuantizer) else None
-        constant = np.zeros(len(queries), np.float32)
+        self.extended = np.zeros((len(queries), self.dim + 1), np.float32)  # one copy of the queries
+        self.extended[:, :self.dim] = queries
         if self.levels is not None:
             trained = faiss.vector_to_array(ivf.sq.trained)
             half = len(trained) // 2  # vmin then vdiff: one each (uniform) or one per dimension
             vmin, vdiff = trained[:half], trained[half:]
-            constant = queries.dot(np.broadcast_to(vmin, (self.dim,)))
-            queries = queries * (vdiff / self.levels)
-            constant += queries.sum(axis=1) / 2
-        self.extended = np.hstack([queries, constant[:, None]]).astype(np.float32)
+            self.extended[:, self.dim] = queries.dot(np.broadcast_to(vmin, (self.dim,)))
+            self.extended[:, :self.dim] *= vdiff / self.levels
+            self.extended[:, self.dim] += self.extended[:, :self.dim].sum(axis=1) / 2
         self.rows = np.ones((0, self.dim + 1), np.float32)  # reused for every list, grown to the longest
 
     def of_list(self, number: int, size: int) -> np.ndarray:

@@ -10,8 +10,9 @@ import numpy as np
 from xlsearch.engine.ann.neighbours import nearest_of_other_groups
 
 MARGIN_K = 4
-# Rows per search call; also how often progress is reported. An inverted file is scanned list by list for
-# a batch this size (engine.ann.list_scan: reading every list costs about 0.7 s a batch at 5M rows)
+# Rows per search call by default; also how often progress is reported. An inverted file is scanned list
+# by list for a batch of 4,096 or more (engine.ann.list_scan: reading every list costs about 0.7 s a batch
+# at 5M rows); a caller bounded by memory (the out-of-core build) passes its own.
 SELF_SEARCH_BATCH = 16_384
 
 
@@ -29,6 +30,12 @@ def ratio_margin(scores: np.ndarray, query_side: np.ndarray, candidate_side: np.
     return scores / ((query_side[:, None] + candidate_side) / 2)
 
 
+def search_depth(doc_codes: np.ndarray, k: int) -> int:
+    """How many rows a row's search asks for so that k of other documents remain: k, and as many as the
+    longest document has chunks (its own overlap it and are skipped)."""
+    return min(k + (int(np.bincount(doc_codes).max()) if len(doc_codes) else 0), len(doc_codes))
+
+
 def other_document_neighbours(
     search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
     vectors: np.ndarray,
@@ -36,20 +43,22 @@ def other_document_neighbours(
     k: int = MARGIN_K,
     progress: Callable[[int, int], None] | None = None,
     first_row: int = 0,
+    batch: int = SELF_SEARCH_BATCH,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k nearest rows of other documents, best first, as (scores, rows); -inf and -1 where
-    fewer than k are in reach. A document's own chunks overlap it and are skipped: the search looks past
-    as many of them as the longest document has. `search(queries, n)` answers (scores, rows) from the
-    index; `doc_codes` numbers each row's document, every row of the index; `vectors` are rows
-    `first_row`... of it (all of them by default; a shard of them when the index is built shard by shard)."""
-    depth = min(k + (int(np.bincount(doc_codes).max()) if len(doc_codes) else 0), len(doc_codes))
+    fewer than k are in reach, searched search_depth deep. `search(queries, n)` answers (scores, rows)
+    from the index; `doc_codes` numbers each row's document, every row of the index; `vectors` are rows
+    `first_row`... of it (all of them by default; a shard of them when the index is built shard by
+    shard), searched in calls of at most `batch` rows, as even as they divide."""
+    depth = search_depth(doc_codes, k)
     scores = np.full((len(vectors), k), -np.inf, dtype=np.float32)
     rows = np.full((len(vectors), k), -1, dtype=np.int64)
-    for start in range(0, len(vectors), SELF_SEARCH_BATCH):
-        stop = min(start + SELF_SEARCH_BATCH, len(vectors))
+    calls = max(1, -(-len(vectors) // max(1, batch)))
+    bounds = np.linspace(0, len(vectors), calls + 1).astype(np.int64)
+    for start, stop in zip(bounds[:-1], bounds[1:]):
         found_scores, found_rows = search(np.ascontiguousarray(vectors[start:stop], dtype=np.float32), depth)
         scores[start:stop], rows[start:stop] = nearest_of_other_groups(
             found_scores, found_rows, doc_codes[first_row + start:first_row + stop], doc_codes, k)
         if progress:
-            progress(stop, len(vectors))
+            progress(int(stop), len(vectors))
     return scores, rows

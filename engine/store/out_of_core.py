@@ -41,11 +41,12 @@ import pyarrow as pa
 from xlsearch.engine.ann.faiss_index import (RERANK_FACTOR, TARGET_RECALL, TUNING_K, BuiltIndex, held_out_count,
                                              is_lossy, neighbourhood_params, new_index, search, training_rows,
                                              tuned_against)
-from xlsearch.engine.ann.index_types import IndexPlan
+from xlsearch.engine.ann.index_types import IndexPlan, default_memory_budget
+from xlsearch.engine.ann.list_scan import LIST_SCAN_QUERIES, scan_batch
 from xlsearch.engine.ann.neighbours import exact_neighbours_streamed
 from xlsearch.engine.errors import InputError
 from xlsearch.engine.ann.on_disk import Block, lists_file_of, merged_on_disk, open_on_disk, partial_of, release_pages
-from xlsearch.engine.ranking.margin import other_document_neighbours
+from xlsearch.engine.ranking.margin import SELF_SEARCH_BATCH, other_document_neighbours, search_depth
 from xlsearch.engine.ranking.neighbourhoods import neighbour_depth
 from xlsearch.engine.ranking.neutral import LanguageStats, statistics_sample
 from xlsearch.engine.store.files import INDEX_FILE
@@ -55,6 +56,12 @@ from xlsearch.engine.store.segments import write_neighbours, write_rejects, writ
 from xlsearch.engine.store.settings import IndexSettings
 
 LISTS_FILE = lists_file_of(Path(INDEX_FILE)).name
+# Of --max-memory, what the neighbourhood search's batches may take. 1M rows at --max-memory 256MB peaked
+# at 765 MB (its bound 768) searching 1,024 rows a call through FAISS, and at 787 MB scanning the lists for
+# 10,000 (IVF910,SQ4, 90 candidates a row: about 3.3 KB a row): a sixteenth keeps that budget on FAISS's
+# search, and gives 1GB's IVF3640,SQ8 at nprobe 288 about 6,800 rows a scan and 2GB's 5M index 10,000.
+NEIGHBOUR_MEMORY_SHARE = 1 / 16
+FAISS_SEARCH_BATCH = 1024
 
 Progress = Callable[[int, int, str], None]  # (done, total, stage)
 
@@ -172,6 +179,7 @@ class NeighbourJob:
     doc_codes: np.ndarray
     params: dict  # the search depth tuned for neighbourhoods
     depth: int  # neighbours a row
+    batch: int  # rows a search call (neighbour_batch)
 
     def opened(self) -> tuple[faiss.Index, StagedRows]:
         """The staged index (lists mapped read-only) and its rows' vectors, opened in this process."""
@@ -184,7 +192,16 @@ def segment_neighbours(job: NeighbourJob, index: faiss.Index, rows: StagedRows, 
         return search(index, queries, k, job.params, exact_vectors=lambda found: rows.searchable(found, job.langs))
 
     return other_document_neighbours(tuned_search, rows.segment_searchable(number, job.langs), job.doc_codes, job.depth,
-                                     first_row=rows.first_row(number))
+                                     first_row=rows.first_row(number), batch=job.batch)
+
+
+def neighbour_batch(budget: int, dim: int, wanted: int, params: dict) -> int:
+    """Rows a neighbourhood search call takes under a memory `budget` (--max-memory): scanned list by
+    list (list_scan) in batches within NEIGHBOUR_MEMORY_SHARE of it, as large as SELF_SEARCH_BATCH;
+    FAISS_SEARCH_BATCH through FAISS's search where that share holds fewer than LIST_SCAN_QUERIES.
+    `wanted`: candidates a row (the search depth, times the re-scoring factor)."""
+    scanned = scan_batch(int(budget * NEIGHBOUR_MEMORY_SHARE), dim, wanted, int(params.get("nprobe") or 1))
+    return min(scanned, SELF_SEARCH_BATCH) if scanned >= LIST_SCAN_QUERIES else FAISS_SEARCH_BATCH
 
 
 class SegmentRunner(Protocol):
@@ -250,8 +267,10 @@ def write_index_out_of_core(directory: Path, shards: Iterable[Shard], provenance
         built = _built_on_disk(staging, plans, rows, langs, runner, progress)
         doc_codes = rows.doc_codes()
         if settings.uses_neighbourhoods:
-            job = NeighbourJob(staging, tuple(rows.segments), rows.stats, langs, doc_codes, neighbourhood_params(built.tuning),
-                               neighbour_depth(settings.scoring))
+            params, depth = neighbourhood_params(built.tuning), neighbour_depth(settings.scoring)
+            batch = neighbour_batch(settings.max_memory or default_memory_budget(), rows.dim,
+                                    search_depth(doc_codes, depth) * int(params.get("rerank", 1)), params)
+            job = NeighbourJob(staging, tuple(rows.segments), rows.stats, langs, doc_codes, params, depth, batch)
             # the search opens the index again, as a worker does: the pages tuning mapped would count twice
             release_pages(built.index)
             scores, found = _exact_neighbours(job, rows, progress) if device == "gpu" else _neighbours(job, runner, progress)
