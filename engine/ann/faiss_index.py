@@ -361,10 +361,9 @@ def _rescored(queries: np.ndarray, rows: np.ndarray, k: int,
     """The k best of each query's candidates `rows` (-1: none) by exact inner product."""
     found = rows >= 0
     unique = sorted_unique(rows[found])
-    # every gathered row against every query of the block, one product, rather than a (queries x
-    # candidates x dims) gather: 13 MB less at 90 candidates a query, 384 dims
-    products = np.asarray(exact_vectors(unique), dtype=np.float32) @ queries.T
-    exact = np.where(found, products[np.searchsorted(unique, np.maximum(rows, 0)), np.arange(len(rows))[:, None]], -np.inf)
+    vectors = np.asarray(exact_vectors(unique), dtype=np.float32)
+    candidates = vectors[np.searchsorted(unique, np.maximum(rows, 0))]
+    exact = np.where(found, np.einsum("qcd,qd->qc", candidates, queries), -np.inf)
     order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(exact, order, axis=1), np.take_along_axis(rows, order, axis=1)
 
