@@ -342,7 +342,12 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, params: dict, select
     if selector is None and isinstance(index, faiss.IndexFlat) and len(queries) <= BLAS_QUERIES:
         return _blas_scan(index, queries, k)
     rerank = int(params.get("rerank", 1)) if exact_vectors is not None else 1
+    step = max(1, RERANK_ROWS // (k * rerank))  # the gathered vectors, a block of queries at a time
     lists = scannable(index) if selector is None and len(queries) >= LIST_SCAN_QUERIES else None
+    if lists is None and rerank > 1 and len(queries) > step:  # FAISS's search re-scored a block at a time
+        parts = [search(index, queries[start:start + step], k, params, selector, exact_vectors)
+                 for start in range(0, len(queries), step)]
+        return np.vstack([part[0] for part in parts]), np.vstack([part[1] for part in parts])
     if lists is not None:
         scores, rows = scan_lists(lists, queries, k * rerank, int(params.get("nprobe") or lists.nprobe))
     else:
@@ -350,7 +355,6 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, params: dict, select
     if rerank == 1:
         return scores, rows
     del scores  # the codes' scores: held through the re-scoring, they would only add to its memory
-    step = max(1, RERANK_ROWS // (k * rerank))  # the gathered vectors, a block of queries at a time
     parts = [_rescored(queries[start:start + step], rows[start:start + step], k, exact_vectors)
              for start in range(0, len(queries), step)]
     return np.vstack([part[0] for part in parts]), np.vstack([part[1] for part in parts])
