@@ -25,12 +25,13 @@ from collections.abc import Iterator
 import faiss
 import numpy as np
 
-# Below this many queries a batch is IndexIVF.search's: reading every list has a fixed cost (0.7 s on
-# the 5M index's 7,281 lists), which 10,000 queries at nprobe 144 make a tenth of the scan.
+# Below this many queries a batch is IndexIVF.search's: reading every list has a fixed cost (about 0.7 s
+# a batch on the 5M index's 7,281 lists, a tenth of 10,000 queries' scan at nprobe 144). The crossover
+# itself was not measured; the neighbourhood step's batches are 10,000 rows or 1,024 (out_of_core).
 LIST_SCAN_QUERIES = 4096
 # Scores of one product at most (4 MB): the queries probing a long list are scored a block at a time. The
-# lists of an index are uneven, and the long ones are probed by the most queries: one list of 1M rows'
-# IVF910,SQ4 took 60 MB of scores at once for a batch of 10,000 queries.
+# lists of an index are uneven, and the long ones are probed by the most queries: scoring them at once took
+# a scan of 10,000 queries on 1M rows' IVF910,SQ4 from 28 MB (its arrays) to 60 MB (tracemalloc's peak).
 PRODUCT_SCORES = 1 << 20
 
 _QUANTIZER = faiss.ScalarQuantizer

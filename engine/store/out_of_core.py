@@ -17,7 +17,8 @@ per-row arrays (neighbours: 12 bytes per row and neighbour), never the whole cor
 5. Neighbourhoods are searched a segment at a time against the whole index (stopes' warning: a shard's
    own neighbours would change the margins), at the depth tuned for them (faiss_index.neighbourhood_tuning,
    step 4's queries): the values the in-memory build gives
-   for the same vectors and the same index. On a GPU they are exact, as the in-memory build's are there
+   for the same vectors and the same index. A batch of rows is searched by scanning the inverted lists
+   (engine.ann.list_scan, FAISS's candidates) where a sixteenth of the memory budget holds enough rows. On a GPU they are exact, as the in-memory build's are there
    (engine.ann.neighbours.exact_neighbours_streamed: the rows held on the GPU, searched by every segment).
 
 Steps 3 and 5 go a segment at a time through a SegmentRunner: InProcess here, or Ray tasks
