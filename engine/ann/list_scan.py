@@ -78,7 +78,7 @@ def scan_lists(ivf: faiss.IndexIVF, queries: np.ndarray, k: int, nprobe: int) ->
     del probed  # memory follows the batch: (queries x nprobe) pairs, 20 bytes each
     dim = ivf.d
     widest = int(np.diff(bounds).max()) if len(bounds) > 1 else 0
-    asked = np.empty((min(widest, PRODUCT_SCORES), dim + 1), np.float32)  # a list's queries, scaled, and their constant
+    asked = np.empty((widest, dim + 1), np.float32)  # a list's queries, scaled, and their constant
     with _one_faiss_thread():
         for number in np.flatnonzero(np.diff(bounds)):
             size = ivf.invlists.list_size(int(number))
