@@ -188,7 +188,6 @@ def neighbourhood_rate(index_dir: Path, segments: int, max_memory: str) -> dict:
     """The default scoring's neighbourhood search of the first `segments` segments of an index, timed, in
     the batches the build would search them in under `max_memory`."""
     from xlsearch.engine.ann.index_types import parse_bytes
-    from xlsearch.engine.ranking.margin import search_depth
     from xlsearch.engine.ranking.neighbourhoods import neighbour_depth
     from xlsearch.engine.store.out_of_core import NeighbourJob, neighbour_batch, segment_neighbours
     from xlsearch.engine.store.reader import IndexReader
@@ -196,8 +195,7 @@ def neighbourhood_rate(index_dir: Path, segments: int, max_memory: str) -> dict:
     reader = IndexReader(index_dir)
     doc_codes = np.unique(reader.row_column("doc_id"), return_inverse=True)[1].ravel()
     params, depth = reader.neighbourhood_params, neighbour_depth(PARALLEL_MARGIN)
-    batch = neighbour_batch(parse_bytes(max_memory), reader.dim, search_depth(doc_codes, depth) * int(params.get("rerank", 1)),
-                            params)
+    batch = neighbour_batch(parse_bytes(max_memory), reader.dim, doc_codes, depth, params)
     job = NeighbourJob(reader.directory, tuple(reader.manifest.segments), reader.language_stats,
                        reader.row_column("lang").astype(str), doc_codes, params, depth, batch)
     index, rows = job.opened()

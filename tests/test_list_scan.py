@@ -107,8 +107,10 @@ def test_a_small_memory_budget_keeps_faiss_search_and_a_larger_one_scans_within_
     from xlsearch.engine.ranking.margin import SELF_SEARCH_BATCH
     from xlsearch.engine.ann.list_scan import scan_batch
 
-    assert neighbour_batch(parse_bytes("256MB"), 384, 90, {"nprobe": 30, "rerank": 10}) == FAISS_SEARCH_BATCH
+    one_chunk_each = np.arange(1_000_000)  # a row's search asks for its depth and one more (its own chunk)
+    small = neighbour_batch(parse_bytes("256MB"), 384, one_chunk_each, 8, {"nprobe": 30, "rerank": 10})
+    assert small == FAISS_SEARCH_BATCH
     share = int(parse_bytes("1GB") * NEIGHBOUR_MEMORY_SHARE)
-    batch = neighbour_batch(parse_bytes("1GB"), 384, 9, {"nprobe": 288})
+    batch = neighbour_batch(parse_bytes("1GB"), 384, one_chunk_each, 8, {"nprobe": 288})
     assert LIST_SCAN_QUERIES <= batch <= SELF_SEARCH_BATCH
     assert scan_batch(share, 384, 9, 288) == batch and scan_batch(share // 2, 384, 9, 288) < batch

@@ -18,7 +18,8 @@ per-row arrays (neighbours: 12 bytes per row and neighbour), never the whole cor
    own neighbours would change the margins), at the depth tuned for them (faiss_index.neighbourhood_tuning,
    step 4's queries): the values the in-memory build gives
    for the same vectors and the same index. A batch of rows is searched by scanning the inverted lists
-   (engine.ann.list_scan, FAISS's candidates) where a sixteenth of the memory budget holds enough rows. On a GPU they are exact, as the in-memory build's are there
+   (engine.ann.list_scan, FAISS's candidates) where a sixteenth of the memory budget holds enough rows.
+   On a GPU they are exact, as the in-memory build's are there
    (engine.ann.neighbours.exact_neighbours_streamed: the rows held on the GPU, searched by every segment).
 
 Steps 3 and 5 go a segment at a time through a SegmentRunner: InProcess here, or Ray tasks
@@ -58,7 +59,7 @@ from xlsearch.engine.store.settings import IndexSettings
 
 LISTS_FILE = lists_file_of(Path(INDEX_FILE)).name
 # Of --max-memory, what the neighbourhood search's batches may take. 1M rows at --max-memory 256MB peaked
-# at 765 MB (its bound 768) searching 1,024 rows a call through FAISS, and at 787 MB scanning the lists for
+# at 768 MB (its bound) searching 1,024 rows a call through FAISS, and at 787 MB scanning the lists for
 # 10,000 (IVF910,SQ4, 90 candidates a row: about 3.3 KB a row): a sixteenth keeps that budget on FAISS's
 # search, and gives 1GB's IVF3640,SQ8 at nprobe 288 about 6,800 rows a scan and 2GB's 5M index 10,000.
 NEIGHBOUR_MEMORY_SHARE = 1 / 16
@@ -196,11 +197,12 @@ def segment_neighbours(job: NeighbourJob, index: faiss.Index, rows: StagedRows, 
                                      first_row=rows.first_row(number), batch=job.batch)
 
 
-def neighbour_batch(budget: int, dim: int, wanted: int, params: dict) -> int:
+def neighbour_batch(budget: int, dim: int, doc_codes: np.ndarray, depth: int, params: dict) -> int:
     """Rows a neighbourhood search call takes under a memory `budget` (--max-memory): scanned list by
     list (list_scan) in batches within NEIGHBOUR_MEMORY_SHARE of it, as large as SELF_SEARCH_BATCH;
-    FAISS_SEARCH_BATCH through FAISS's search where that share holds fewer than LIST_SCAN_QUERIES.
-    `wanted`: candidates a row (the search depth, times the re-scoring factor)."""
+    FAISS_SEARCH_BATCH through FAISS's search where that share holds fewer than LIST_SCAN_QUERIES. A row
+    asks for search_depth(doc_codes, depth) candidates, times the re-scoring factor of `params`."""
+    wanted = search_depth(doc_codes, depth) * int(params.get("rerank", 1))
     scanned = scan_batch(int(budget * NEIGHBOUR_MEMORY_SHARE), dim, wanted, int(params.get("nprobe") or 1))
     return min(scanned, SELF_SEARCH_BATCH) if scanned >= LIST_SCAN_QUERIES else FAISS_SEARCH_BATCH
 
@@ -269,8 +271,7 @@ def write_index_out_of_core(directory: Path, shards: Iterable[Shard], provenance
         doc_codes = rows.doc_codes()
         if settings.uses_neighbourhoods:
             params, depth = neighbourhood_params(built.tuning), neighbour_depth(settings.scoring)
-            batch = neighbour_batch(settings.max_memory or default_memory_budget(), rows.dim,
-                                    search_depth(doc_codes, depth) * int(params.get("rerank", 1)), params)
+            batch = neighbour_batch(settings.max_memory or default_memory_budget(), rows.dim, doc_codes, depth, params)
             job = NeighbourJob(staging, tuple(rows.segments), rows.stats, langs, doc_codes, params, depth, batch)
             # the search opens the index again, as a worker does: the pages tuning mapped would count twice
             release_pages(built.index)
