@@ -45,6 +45,20 @@ def test_the_lists_scanned_together_give_faiss_candidates_and_scores(key, rows):
     assert min(same) >= 24 and np.mean(same) > 24.99
 
 
+def test_threads_sharing_the_lists_find_what_one_thread_finds(rows):
+    """Each thread keeps heaps of its own lists; their best are merged: losing a thread's share, or a
+    merge that reads one thread's rows against another's scores, changes the answer."""
+    index = built("IVF48,SQ8", rows)
+    queries = rows[:1_500] + np.float32(0.03)
+    alone = scan_lists(scannable(index), queries, 12, 9, workers=1)
+    for workers in (2, 3, 7):
+        shared = scan_lists(scannable(index), queries, 12, 9, workers=workers)
+        assert np.abs(shared[0] - alone[0]).max() < 1e-5
+        assert (shared[1] == alone[1]).mean() > 0.999
+        exact = np.einsum("qkd,qd->qk", rows[shared[1]], queries)
+        assert np.abs(exact - shared[0]).max() < 0.02  # each score is its own row's, within 8-bit codes' error
+
+
 def scalar_quantized(kind: int, by_residual: bool, rows: np.ndarray) -> faiss.Index:
     index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(DIM), DIM, 48, kind, faiss.METRIC_INNER_PRODUCT, by_residual)
     index.train(rows)
