@@ -88,9 +88,9 @@ def scan_lists(ivf: faiss.IndexIVF, queries: np.ndarray, k: int, nprobe: int,
     # (query, list) pairs grouped by list: each list's queries are a slice of `by_list`
     by_list = np.argsort(probed.ravel(), kind="stable")
     bounds = np.searchsorted(probed.ravel(), np.arange(ivf.nlist + 1), sorter=by_list)
+    coarse = coarse.ravel()[by_list] if ivf.by_residual else None
     del probed  # memory follows the batch: (queries x nprobe) pairs, 20 bytes each
-    scan = _Scan(ivf, _Codes(ivf, queries), by_list, bounds, coarse.ravel()[by_list] if ivf.by_residual else None,
-                 nprobe, k, max(1, workers or scan_workers()))
+    scan = _Scan(ivf, _Codes(ivf, queries), by_list, bounds, coarse, nprobe, k, max(1, workers or scan_workers()))
     sizes = np.array([ivf.invlists.list_size(number) for number in range(ivf.nlist)], dtype=np.int64)
     shares = _shares(np.diff(bounds) * sizes, scan.workers)
     if len(shares) == 1:
