@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 # Below this many queries a batch is IndexIVF.search's: reading every list has a fixed cost (about 0.7 s
 # a batch on the 5M index's 7,281 lists, a tenth of 10,000 queries' scan at nprobe 144). The crossover
@@ -96,6 +94,11 @@ def scan_lists(ivf: faiss.IndexIVF, queries: np.ndarray, k: int, nprobe: int,
     if len(shares) == 1:
         parts = [scan(shares[0])]
     else:
+        # imported here: the reader imports this module, and a cold query would pay for these two (7.3 and
+        # 1.9 ms measured by -X importtime, the machine busy)
+        from concurrent.futures import ThreadPoolExecutor
+        from threadpoolctl import threadpool_limits
+
         with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(len(shares)) as pool:
             parts = list(pool.map(scan, shares))
     scores, rows = parts[0]
