@@ -88,8 +88,8 @@ def scan_lists(ivf: faiss.IndexIVF, queries: np.ndarray, k: int, nprobe: int,
     bounds = np.searchsorted(probed.ravel(), np.arange(ivf.nlist + 1), sorter=by_list)
     coarse = coarse.ravel()[by_list] if ivf.by_residual else None
     del probed  # memory follows the batch: (queries x nprobe) pairs, 20 bytes each
-    scan = _Scan(ivf, _Codes(ivf, queries), by_list, bounds, coarse, nprobe, k, max(1, workers or scan_workers()))
     sizes = np.array([ivf.invlists.list_size(number) for number in range(ivf.nlist)], dtype=np.int64)
+    scan = _Scan(ivf, _Codes(ivf, queries), by_list, bounds, sizes, coarse, nprobe, k, max(1, workers or scan_workers()))
     shares = _shares(np.diff(bounds) * sizes, scan.workers)
     if len(shares) == 1:
         parts = [scan(shares[0])]
@@ -132,6 +132,7 @@ class _Scan:
     codes: _Codes
     by_list: np.ndarray  # pair numbers (query x nprobe + probe) grouped by list
     bounds: np.ndarray  # list l's pairs: by_list[bounds[l]:bounds[l + 1]]
+    sizes: np.ndarray  # codes in each list
     coarse: np.ndarray | None  # each pair's coarse score, in by_list's order, where codes are residuals
     nprobe: int
     k: int
@@ -145,12 +146,12 @@ class _Scan:
         asked = np.empty((widest, dim + 1), np.float32)  # a list's queries, scaled, and their constant
         decoded = np.ones((0, dim + 1), np.float32)
         with _one_faiss_thread():
-            for number in lists:
-                size = ivf.invlists.list_size(int(number))
+            for number in lists.tolist():
+                size = int(self.sizes[number])
                 if len(decoded) < size:
                     decoded = np.ones((size, dim + 1), np.float32)
-                listed = self.codes.of_list(int(number), decoded[:size])
-                ids = faiss.rev_swig_ptr(ivf.invlists.get_ids(int(number)), size)
+                listed = self.codes.of_list(number, decoded[:size])
+                ids = faiss.rev_swig_ptr(ivf.invlists.get_ids(number), size)
                 step = max(1, PRODUCT_SCORES // self.workers // size)
                 for first in range(self.bounds[number], self.bounds[number + 1], step):
                     pairs = slice(first, min(first + step, self.bounds[number + 1]))
