@@ -21,9 +21,11 @@ index: $(INSTALLED)
 
 # Three workers, a test file each at a time (its module fixtures built once): most tests wait on processes
 # they start, and on 2 cores shared with 4 busy processes the suite took 9:23 with two workers, 8:34 with
-# three (README, Layout: tests)
+# three (README, Layout: tests). The files in the order the suite's conftest gives them (those with a slow
+# test first): xdist would otherwise start the files with the most tests first, and the one-test Tatoeba
+# eval (4 minutes) started 10 minutes into a 15-minute run and ended it.
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -q -n 3 --dist loadfile
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder
 
 # The in-process tier: real model, files and FAISS, no subprocess (store, search, ranking, library)
 test-fast: $(INSTALLED)

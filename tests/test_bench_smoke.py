@@ -13,6 +13,7 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.processes
 
 
+@pytest.mark.slow
 def test_quick_benchmarks_run_and_write_their_results(tatoeba):
     done = subprocess.run([sys.executable, "-m", "bench", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -170,6 +170,7 @@ def mutations(rng: random.Random, good: bytes) -> list[tuple[str, bytes]]:
     return cases
 
 
+@pytest.mark.slow
 def test_fuzzed_corpora_exit_0_or_2_without_traceback_or_partial_index(tmp_path):
     rng = random.Random(7)
     good = (DEMO_CORPUS / "demo.jsonl").read_bytes()[:1500].rsplit(b"\n", 1)[0] + b"\n"

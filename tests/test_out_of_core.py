@@ -79,6 +79,7 @@ def copy_of(index, tmp_path):
     return tmp_path / "index"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("budget, key", [(SQ8_BUDGET, "SQ8"), (SQ4_BUDGET, "SQ4"), (PQ_BUDGET, "PQ48")])
 def test_on_disk_and_in_memory_builds_answer_alike(shards, request, tmp_path, budget, key):
     if budget == SQ8_BUDGET:  # the module's own build: the same command
