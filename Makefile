@@ -23,7 +23,8 @@ index: $(INSTALLED)
 # they start, and on 2 cores shared with 4 busy processes the suite took 9:23 with two workers, 8:34 with
 # three (README, Layout: tests). The files in the order the suite's conftest gives them (those with a slow
 # test first): xdist would otherwise start the files with the most tests first, and the one-test Tatoeba
-# eval (4 minutes) started 10 minutes into a 15-minute run and ended it.
+# eval (4 minutes) started 11 minutes into a 15.5-minute run. On a quiet 2-core host without AVX-512 the
+# suite is CPU-bound either way (27 CPU-minutes, much of it the embedding model's): 15:30 and 16:17.
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder
 
