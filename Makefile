@@ -24,7 +24,7 @@ index: $(INSTALLED)
 # three (README, Layout: tests). The files in the order the suite's conftest gives them (those with a slow
 # test first): xdist would otherwise start the files with the most tests first, and the one-test Tatoeba
 # eval (4 minutes) started 11 minutes into a 15.5-minute run. On a quiet 2-core host without AVX-512 the
-# suite is CPU-bound either way (27 CPU-minutes, much of it the embedding model's): 15:30 and 16:17.
+# suite is CPU-bound either way (26-28 CPU-minutes, much of it the embedding model's): 15:30, 16:17, 14:34.
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder
 
