@@ -83,11 +83,16 @@ def run(count: int) -> dict:
     small, large = sizes
     row: dict = {"documents": large, "shards": SHARDS, "cpus": cpus}
     for mode in ("in_process", "ray"):
-        rate = (large - small) / (seconds[mode, large] - seconds[mode, small])
+        extra = seconds[mode, large] - seconds[mode, small]
+        # at --quick's sizes the machine's noise can outweigh the larger job's extra work: no rate then, not
+        # a negative one (a quick run once reported Ray at -1,161 documents a second)
+        rate = (large - small) / extra if extra > 0 else None
         row |= {f"{mode}_s": round(seconds[mode, large], 1), f"{mode}_docs_s": round(large / seconds[mode, large], 1),
-                f"{mode}_running_docs_s": round(rate, 1), f"{mode}_fixed_s": round(seconds[mode, large] - large / rate, 1)}
+                f"{mode}_running_docs_s": rate and round(rate, 1),
+                f"{mode}_fixed_s": rate and round(seconds[mode, large] - large / rate, 1)}
+    running = row["ray_running_docs_s"], row["in_process_running_docs_s"]
     row |= {"ray_vs_in_process": round(seconds["in_process", large] / seconds["ray", large], 2),
-            "running_ray_vs_in_process": round(row["ray_running_docs_s"] / row["in_process_running_docs_s"], 2),
+            "running_ray_vs_in_process": round(running[0] / running[1], 2) if all(running) else None,
             "ray_start_s": round(ray_start_s, 1), "same_shards": same}
     return row
 

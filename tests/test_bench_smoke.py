@@ -18,7 +18,8 @@ def test_quick_benchmarks_run_and_write_their_results(tatoeba):
     done = subprocess.run([sys.executable, "-m", "bench", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     results = {name: json.loads((ROOT / "bench" / "results" / f"{name}-quick.json").read_text())["results"]
-               for name in ("vector_realism", "index_types", "million", "cold_query", "pipeline", "concurrency")}
+               for name in ("vector_realism", "index_types", "million", "cold_query", "pipeline", "concurrency",
+                            "embed_throughput")}
     assert [row["set"] for row in results["vector_realism"]] == ["real", "one Gaussian", "mixture of 16"]
     for row in results["vector_realism"]:
         recalls = [point["recall@10"] for point in row["hnsw32"]]
@@ -38,6 +39,10 @@ def test_quick_benchmarks_run_and_write_their_results(tatoeba):
     assert results["cold_query"]["documents"] == 1500 and results["cold_query"]["ratio"] > 0
     assert results["pipeline"]["documents"] == 160 and results["pipeline"]["ratio"] > 0
     assert [row["concurrency"] for row in results["concurrency"][0]["results"]] == [1, 4]
+    jobs = results["embed_throughput"]["jobs"]
+    assert jobs["same_shards"] and jobs["documents"] == 200
+    for mode in ("in_process", "ray"):  # a rate once running where the larger job took longer, else none
+        assert jobs[f"{mode}_running_docs_s"] is None or jobs[f"{mode}_running_docs_s"] > 0
 
 
 def test_the_out_of_core_benchmark_runs_and_estimates_the_neighbourhoods(tmp_path):

@@ -38,6 +38,16 @@ NEIGHBOURHOOD_GAP, NEIGHBOURHOOD_SHARE = 0.001, 0.995
 # formed, each 12 MB at 384 dims (1,024 neighbourhood queries x 90 candidates took 141 MB each)
 RERANK_ROWS = 8192
 BLAS_QUERIES = 16  # up to this many queries, an exact flat scan is a BLAS product (all cores)
+# FAISS scores nq queries of d dimensions against a flat set (an exact index, a coarse quantiser, k-means'
+# centroids) one vector at a time while nq x d is below distance_compute_blas_threshold, else as one
+# matrix product (BLAS). FAISS 1.15's default, 128,000, keeps up to 333 queries of 384 dimensions on the
+# sequential path. Measured on this project's 2-core VM (AVX2, OpenBLAS; flat inner product over 20,000
+# vectors, 1 and 2 threads, best of 5): one query is up to 2.6x faster sequential at 384, 1,024 and 2,560
+# dimensions and two about even; from four the product is faster (1.5-1.8x), from 64 queries of 384 10x;
+# a product quantiser's training (k-means of 12,000 points of 8 dimensions, 48 times) took 25.8 s
+# sequential, 2.2 s as products, on one thread. So one query of up to 2,560 dimensions stays sequential.
+BLAS_THRESHOLD = 2_561
+faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD  # process-wide, as FAISS keeps it
 # mmap of the stored codes: a query loads only the pages it touches (IVF lists, flat blocks)
 READ_FLAGS = faiss.IO_FLAG_MMAP_IFC
 # Plan kinds trained and filled on a usable GPU: inverted files, whose k-means and list assignment are
