@@ -109,15 +109,17 @@ def test_a_large_batch_through_search_is_the_smaller_batches_answer(rows):
     queries = np.vstack([rows, rows])[:LIST_SCAN_QUERIES + 10] + np.float32(0.02)
     params = {"nprobe": 6, "rerank": 4}
     scores, found = search(index, queries, 8, params, exact_vectors=lambda wanted: rows[wanted])
-    pieces = [search(index, queries[start:start + 1_000], 8, params, exact_vectors=lambda wanted: rows[wanted])
-              for start in range(0, len(queries), 1_000)]
+    piece = LIST_SCAN_QUERIES // 2  # FAISS's search
+    pieces = [search(index, queries[start:start + piece], 8, params, exact_vectors=lambda wanted: rows[wanted])
+              for start in range(0, len(queries), piece)]
     assert (found == np.vstack([piece[1] for piece in pieces])).mean() > 0.999
     assert np.abs(scores - np.vstack([piece[0] for piece in pieces])).max() < 1e-5
 
 
 def test_a_small_memory_budget_keeps_faiss_search_and_a_larger_one_scans_within_its_share():
     from xlsearch.engine.ann.index_types import parse_bytes
-    from xlsearch.engine.store.out_of_core import (FAISS_SEARCH_BATCH, NEIGHBOUR_MEMORY_SHARE, neighbour_batch)
+    from xlsearch.engine.store.out_of_core import (FAISS_SEARCH_BATCH, NEIGHBOUR_MEMORY_SHARE, NEIGHBOUR_SCAN_ROWS,
+                                                   neighbour_batch)
     from xlsearch.engine.ranking.margin import SELF_SEARCH_BATCH
     from xlsearch.engine.ann.list_scan import scan_batch
 
@@ -126,5 +128,5 @@ def test_a_small_memory_budget_keeps_faiss_search_and_a_larger_one_scans_within_
     assert small == FAISS_SEARCH_BATCH
     share = int(parse_bytes("1GB") * NEIGHBOUR_MEMORY_SHARE)
     batch = neighbour_batch(parse_bytes("1GB"), 384, one_chunk_each, 8, {"nprobe": 288})
-    assert LIST_SCAN_QUERIES <= batch <= SELF_SEARCH_BATCH
+    assert NEIGHBOUR_SCAN_ROWS <= batch <= SELF_SEARCH_BATCH
     assert scan_batch(share, 384, 9, 288) == batch and scan_batch(share // 2, 384, 9, 288) < batch

@@ -34,10 +34,12 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-# Below this many queries a batch is IndexIVF.search's: reading every list has a fixed cost (about 0.7 s
-# a batch on the 5M index's 7,281 lists, a tenth of 10,000 queries' scan at nprobe 144). The crossover
-# itself was not measured; the neighbourhood step's batches are 10,000 rows or 1,024 (out_of_core).
-LIST_SCAN_QUERIES = 4096
+# Below this many queries a batch is IndexIVF.search's: a scan reads every list its queries probe, a cost
+# each batch pays whatever its size. Measured on this project's 2-core VM, rows a second, scan / FAISS
+# (2 threads, rows of the index as queries, 9 best): 100k IVF227,SQ8 at nprobe 32: 799 / 854 at 64
+# queries a call, 1,437 / 970 at 128, 2,420 / 1,062 at 256, 4,835 / 1,054 at 1,024 (90 best: 2,371 /
+# 1,033 at 256); 5M IVF7281,SQ8 at nprobe 384: 77 / 52 at 128, 126 / 51 at 256, 263 / 58 at 1,024.
+LIST_SCAN_QUERIES = 256
 # Scores of one product at most (4 MB): the queries probing a long list are scored a block at a time. The
 # lists of an index are uneven, and the long ones are probed by the most queries: scoring them at once took
 # a scan of 10,000 queries on 1M rows' IVF910,SQ4 from 28 MB (its arrays) to 60 MB (tracemalloc's peak).

@@ -11,8 +11,9 @@ from xlsearch.engine.ann.neighbours import nearest_of_other_groups
 
 MARGIN_K = 4
 # Rows per search call by default; also how often progress is reported. An inverted file is scanned list
-# by list for a batch of 4,096 or more (engine.ann.list_scan: reading every list costs about 0.7 s a batch
-# at 5M rows); a caller bounded by memory (the out-of-core build) passes its own.
+# by list for a batch of LIST_SCAN_QUERIES or more (engine.ann.list_scan: each batch reads every list its
+# queries probe, so larger batches scan faster); a caller bounded by memory (the out-of-core build) passes
+# its own.
 SELF_SEARCH_BATCH = 16_384
 
 

@@ -44,7 +44,7 @@ from xlsearch.engine.ann.faiss_index import (RERANK_FACTOR, TARGET_RECALL, TUNIN
                                              is_lossy, neighbourhood_params, new_index, search, training_rows,
                                              tuned_against)
 from xlsearch.engine.ann.index_types import IndexPlan, default_memory_budget
-from xlsearch.engine.ann.list_scan import LIST_SCAN_QUERIES, scan_batch
+from xlsearch.engine.ann.list_scan import scan_batch
 from xlsearch.engine.ann.neighbours import exact_neighbours_streamed
 from xlsearch.engine.errors import InputError
 from xlsearch.engine.ann.on_disk import Block, lists_file_of, merged_on_disk, open_on_disk, partial_of, release_pages
@@ -64,6 +64,12 @@ LISTS_FILE = lists_file_of(Path(INDEX_FILE)).name
 # search, and gives 1GB's IVF3640,SQ8 at nprobe 288 about 6,800 rows a scan and 2GB's 5M index 10,000.
 NEIGHBOUR_MEMORY_SHARE = 1 / 16
 FAISS_SEARCH_BATCH = 1024
+# The neighbourhood step scans lists only where its share holds this many rows a call: a scan holds about
+# 45 MB beyond what scan_batch counts (each thread's decoded list and BLAS's buffers). 1M at 256MB
+# scanning 1,350 rows a call peaked at 813 MB, its bound 768, against 762 through FAISS's search of 1,024,
+# at the same rate (476 and 488 rows/s over their first rows: re-scoring 90 candidates a row from the
+# shards weighs as much as the search there).
+NEIGHBOUR_SCAN_ROWS = 4096
 
 Progress = Callable[[int, int, str], None]  # (done, total, stage)
 
@@ -200,11 +206,11 @@ def segment_neighbours(job: NeighbourJob, index: faiss.Index, rows: StagedRows, 
 def neighbour_batch(budget: int, dim: int, doc_codes: np.ndarray, depth: int, params: dict) -> int:
     """Rows a neighbourhood search call takes under a memory `budget` (--max-memory): scanned list by
     list (list_scan) in batches within NEIGHBOUR_MEMORY_SHARE of it, as large as SELF_SEARCH_BATCH;
-    FAISS_SEARCH_BATCH through FAISS's search where that share holds fewer than LIST_SCAN_QUERIES. A row
+    FAISS_SEARCH_BATCH through FAISS's search where that share holds fewer than NEIGHBOUR_SCAN_ROWS. A row
     asks for search_depth(doc_codes, depth) candidates, times the re-scoring factor of `params`."""
     wanted = search_depth(doc_codes, depth) * int(params.get("rerank", 1))
     scanned = scan_batch(int(budget * NEIGHBOUR_MEMORY_SHARE), dim, wanted, int(params.get("nprobe") or 1))
-    return min(scanned, SELF_SEARCH_BATCH) if scanned >= LIST_SCAN_QUERIES else FAISS_SEARCH_BATCH
+    return min(scanned, SELF_SEARCH_BATCH) if scanned >= NEIGHBOUR_SCAN_ROWS else FAISS_SEARCH_BATCH
 
 
 class SegmentRunner(Protocol):
