@@ -109,9 +109,9 @@ def test_a_large_batch_through_search_is_the_smaller_batches_answer(rows):
     queries = np.vstack([rows, rows])[:LIST_SCAN_QUERIES + 10] + np.float32(0.02)
     params = {"nprobe": 6, "rerank": 4}
     scores, found = search(index, queries, 8, params, exact_vectors=lambda wanted: rows[wanted])
-    piece = LIST_SCAN_QUERIES // 2  # FAISS's search
-    pieces = [search(index, queries[start:start + piece], 8, params, exact_vectors=lambda wanted: rows[wanted])
-              for start in range(0, len(queries), piece)]
+    smaller = LIST_SCAN_QUERIES // 2  # FAISS's search
+    pieces = [search(index, queries[start:start + smaller], 8, params, exact_vectors=lambda wanted: rows[wanted])
+              for start in range(0, len(queries), smaller)]
     assert (found == np.vstack([piece[1] for piece in pieces])).mean() > 0.999
     assert np.abs(scores - np.vstack([piece[0] for piece in pieces])).max() < 1e-5
 
