@@ -18,14 +18,13 @@ import unicodedata
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from bench import RESULTS
+from bench import RESULTS, TATOEBA, tatoeba_files
 from xlsearch.engine.embedders import create_embedder
 from xlsearch.engine.embedders.spec import EmbedderSpec
 from xlsearch.evaluation.paragraphs import ParagraphSet, build_paragraph_set
 from xlsearch.indexer.chunking import ChunkPolicy, chunk_spans
 from xlsearch.indexer.pipeline import build_index
 
-TATOEBA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "tatoeba"
 MIN_PARAGRAPHS = 10  # a script's rate is kept from this many paragraphs written in it
 
 
@@ -109,6 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     # the model's threads wait passively: spinning, they count as CPU time and slow the jobs beside them
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    tatoeba_files()  # stops with one line when the data is missing
     paragraphs = build_paragraph_set(TATOEBA)
     embedder = create_embedder("local")
     characters = ChunkPolicy.for_model(embedder.max_input_chars)  # the default before issue 18

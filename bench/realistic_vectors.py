@@ -18,7 +18,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-TATOEBA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "tatoeba"
+from bench import tatoeba_files
+
 CHUNK = 100_000
 EMBED_WINDOW = 2_048
 MIXTURE_COMPONENTS = 64  # the generator of the larger benchmark sets, chosen by bench.vector_realism (docs/benchmarks.md)
@@ -32,7 +33,7 @@ SHIPPED_SENTENCES = 30_000
 def tatoeba_sentences(count: int) -> list[tuple[str, str]]:
     """Up to `count` distinct Tatoeba sentences with the language of their file (ISO 639-3), a line from
     every file in turn (112 languages and their English sides), so that any prefix mixes every language."""
-    files = sorted(TATOEBA.glob("tatoeba.*-eng.*"))
+    files = tatoeba_files()
     columns = [[(line.strip(), path.suffix[1:]) for line in path.read_text(encoding="utf-8").splitlines()] for path in files]
     distinct: dict[str, str] = {}
     for row in itertools.zip_longest(*columns, fillvalue=("", "")):

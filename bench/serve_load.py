@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import TATOEBA
 from testkit.indexes import publish_copy, write_jsonl
 from testkit.servers import started
 from xlsearch import Index
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "corpora" / "demo" / "demo.jsonl"
-TATOEBA = ROOT.parent / "shared" / "corpora" / "tatoeba"
 QUERY_LANGUAGES = ("cmn", "jpn", "kor", "deu", "fra", "spa", "rus", "eng")
 PUBLISH_EVERY_S = 2.0
 

