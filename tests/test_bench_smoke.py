@@ -2,6 +2,7 @@
 timing is asserted: the figures that matter come from `make bench` (docs/benchmarks.md)."""
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -55,3 +56,12 @@ def test_the_out_of_core_benchmark_runs_and_estimates_the_neighbourhoods(tmp_pat
     assert 0 < result["recall@10"] <= 1 and result["peak_rss_mb"] > 0
     assert result["neighbourhood_params"]["nprobe"] >= result["params"]["nprobe"]  # what the estimate searches at
     assert result["neighbourhoods_estimate"]["rows_timed"] == 2000 and result["neighbourhoods_estimate"]["estimated_s"] > 0
+
+
+def test_a_benchmark_without_the_tatoeba_data_stops_with_one_line_naming_where_it_looked(tmp_path):
+    """XLSEARCH_TATOEBA at a directory without the pairs: the benchmark that reads them stops at once, before
+    it embeds or builds anything, with one line (not a traceback from FAISS on an empty set)."""
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "pipeline"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "XLSEARCH_TATOEBA": str(tmp_path)})
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"no Tatoeba test pairs (tatoeba.cmn-eng.cmn) at {tmp_path}: set XLSEARCH_TATOEBA to their directory"
