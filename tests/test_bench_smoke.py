@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import sys
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SLOW_TEST_TIMEOUT
 
 # they start processes: the real command, servers
 pytestmark = pytest.mark.processes
@@ -16,7 +16,8 @@ pytestmark = pytest.mark.processes
 
 @pytest.mark.slow
 def test_quick_benchmarks_run_and_write_their_results(tatoeba):
-    done = subprocess.run([sys.executable, "-m", "bench", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=SLOW_TEST_TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
     results = {name: json.loads((ROOT / "bench" / "results" / f"{name}-quick.json").read_text())["results"]
                for name in ("vector_realism", "index_types", "million", "cold_query", "pipeline", "concurrency",
