@@ -242,6 +242,30 @@ def test_an_append_to_an_inverted_file_gives_the_neighbourhoods_its_own_search_g
     assert (np.abs(updated.neighbourhoods - searched) <= 1e-5).mean() >= 0.998
 
 
+def test_neighbours_found_through_codes_are_scored_by_their_vectors_in_builds_and_appends(tmp_path):
+    """An inverted file of 8-bit codes finds each row's neighbours by the codes, twice as many as kept, and
+    keeps the best by exact cosine (NEIGHBOURHOOD_RERANK): the stored scores are the vectors' cosines, not
+    the codes' (off by about 0.001, which reorders a row's near-equal 8th and 9th), after a build and after
+    an append, whose new rows' candidates are re-scored the same way."""
+    from xlsearch.engine.store.files import NEIGHBOUR_ROWS_FILE, NEIGHBOUR_SCORES_FILE
+
+    rows = 20_000
+    vectors, langs = multilingual_vectors(rows + 300, seed=7)
+    codes = IndexSettings(device="cpu", index_type="IVF141,SQ8", scoring="parallel-margin")
+    build(tmp_path / "ix", vectors[:rows], langs[:rows], codes)
+    for appended in (False, True):
+        if appended:
+            append(tmp_path / "ix", vectors[rows:], langs[rows:], rows)
+        index = IndexReader(tmp_path / "ix")
+        assert index.manifest.index["key"] == "IVF141,SQ8" and index.neighbourhood_params["rerank"] == 2
+        assert len(index.manifest.segments) == 1 + appended
+        stored = np.load(index.directory / NEIGHBOUR_SCORES_FILE)
+        found = np.load(index.directory / NEIGHBOUR_ROWS_FILE)
+        searchable = index.searchable_rows(np.arange(len(index)))
+        cosines = np.einsum("rkd,rd->rk", searchable[found], searchable)
+        assert (found >= 0).all() and np.abs(stored - cosines).max() < 1e-5
+
+
 @pytest.mark.skipif(not probe_gpu().usable, reason="no usable GPU")
 def test_on_a_gpu_an_approximate_index_is_updated_exactly(data, tmp_path):
     """A build on a GPU finds its neighbourhoods exactly there, and so do its appends and deletes there: an

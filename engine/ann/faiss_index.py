@@ -34,6 +34,13 @@ RERANK_FACTOR = 10  # candidates per wanted hit that a product-quantised index h
 # within 0.001 at the queries' depth (nprobe 88), 99.45% at 264; an append and a rebuild, each at its
 # tuned depth (288), agreed within 0.002 for 98.6% of rows (plain means of the 4 nearest; 94.6% before).
 NEIGHBOURHOOD_GAP, NEIGHBOURHOOD_SHARE = 0.001, 0.995
+# Margin neighbourhoods through an index of codes (8-bit ones too) take twice their candidates from the codes
+# and keep the best by exact cosine: a row's 8th nearest sits among many near-equal cosines, and 8-bit codes'
+# errors (about 0.001) reorder them. 200k rows of the fitted mixture (IVF711,SQ8, parallel-margin, nprobe
+# 104), every row's stored neighbourhood against exact: within 0.002 for 0.9878 from the codes' 8 best,
+# 0.9922 from the same 8 re-scored, 0.9970 from 16 re-scored; an append (nprobe 72) and its rebuild agreed
+# for 0.9792 of rows from the codes, 0.9890 from 16 re-scored (docs/benchmarks.md).
+NEIGHBOURHOOD_RERANK = 2
 # Candidates re-scored per call: their vectors are gathered, and a (queries x candidates x dims) product
 # formed, each 12 MB at 384 dims (1,024 neighbourhood queries x 90 candidates took 141 MB each)
 RERANK_ROWS = 8192
@@ -202,6 +209,13 @@ def training_rows(index: faiss.Index, count: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(count, wanted, replace=False))
 
 
+def stores_codes(index: faiss.Index) -> bool:
+    """Whether `index` scores compressed codes (scalar or product quantised) rather than the vectors."""
+    ivf = faiss.try_extract_index_ivf(index)
+    codes = faiss.downcast_index(ivf) if ivf is not None else index
+    return isinstance(codes, (faiss.IndexIVFPQ, faiss.IndexPQ, faiss.IndexIVFScalarQuantizer, faiss.IndexScalarQuantizer))
+
+
 def is_lossy(index: faiss.Index) -> bool:
     """Product-quantised and 4-bit codes lose too much to rank by: their candidates are re-scored
     exactly."""
@@ -265,7 +279,9 @@ def neighbourhood_tuning(index: faiss.Index, queries: np.ndarray, exact: np.ndar
                          selector: faiss.IDSelector | None = None) -> dict:
     """The search depth for margin neighbourhoods (each row's mean cosine to its MARGIN_K nearest): the
     shallowest from `start` (the queries' tuned depth) on at which NEIGHBOURHOOD_SHARE of `queries` have
-    their neighbourhood within NEIGHBOURHOOD_GAP of the exact one (`exact`: their nearest rows).
+    their neighbourhood within NEIGHBOURHOOD_GAP of the exact one (`exact`: their nearest rows), with
+    candidates re-scored exactly as the queries' are (`rerank`), and at least NEIGHBOURHOOD_RERANK times
+    as many where the index holds codes.
     {"neighbourhood_params": ..., "neighbourhoods_within": share}."""
     knob = depth_parameter(index)
     k = min(MARGIN_K, exact.shape[1])
@@ -274,6 +290,8 @@ def neighbourhood_tuning(index: faiss.Index, queries: np.ndarray, exact: np.ndar
     top = exact[:, :k]
     wanted = sorted_unique(top.ravel())
     exact_means = np.einsum("qkd,qd->qk", exact_vectors(wanted)[np.searchsorted(wanted, top)], queries).mean(axis=1)
+
+    rerank = max(rerank, NEIGHBOURHOOD_RERANK) if stores_codes(index) else rerank
 
     def measured(depth: int | None) -> tuple[dict, float]:
         params = _search_params(knob, depth, rerank)
@@ -293,7 +311,7 @@ def neighbourhood_params(tuning: dict) -> dict:
 
 def _search_params(knob: str | None, depth: int | None, rerank: int) -> dict:
     """The parameters a tuning tries: the depth on the index's knob (none for exact scans), and the
-    candidates re-scored per hit where codes are lossy."""
+    candidates re-scored per hit where they are (rerank above 1)."""
     return ({knob: depth} if knob else {}) | ({"rerank": rerank} if rerank > 1 else {})
 
 
@@ -348,13 +366,15 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, params: dict, select
     """Top-k (scores, rows) with the tuned parameters. A few queries on an exact flat index are a BLAS
     matrix-vector product over its (memory-mapped) vectors: FAISS scans for a single query on one thread;
     many queries on an inverted file whose codes list_scan reads are scanned list by list. With
-    params["rerank"] and `exact_vectors` (rows -> vectors), k x rerank candidates are re-scored exactly."""
+    params["rerank"] and `exact_vectors` (rows -> vectors), k x rerank candidates are re-scored exactly
+    (rerank 1: the k found, their scores made exact)."""
     if selector is None and isinstance(index, faiss.IndexFlat) and len(queries) <= BLAS_QUERIES:
         return _blas_scan(index, queries, k)
-    rerank = int(params.get("rerank", 1)) if exact_vectors is not None else 1
+    rescored = exact_vectors is not None and int(params.get("rerank", 0)) >= 1
+    rerank = int(params["rerank"]) if rescored else 1
     step = max(1, RERANK_ROWS // (k * rerank))  # the gathered vectors, a block of queries at a time
     lists = scannable(index) if selector is None and len(queries) >= LIST_SCAN_QUERIES else None
-    if lists is None and rerank > 1 and len(queries) > step:  # FAISS's search re-scored a block at a time
+    if lists is None and rescored and len(queries) > step:  # FAISS's search re-scored a block at a time
         parts = [search(index, queries[start:start + step], k, params, selector, exact_vectors)
                  for start in range(0, len(queries), step)]
         return np.vstack([part[0] for part in parts]), np.vstack([part[1] for part in parts])
@@ -362,7 +382,7 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, params: dict, select
         scores, rows = scan_lists(lists, queries, k * rerank, int(params.get("nprobe") or lists.nprobe))
     else:
         scores, rows = index.search(queries, k * rerank, params=search_parameters(index, params, selector))
-    if rerank == 1:
+    if not rescored:
         return scores, rows
     del scores  # the codes' scores: held through the re-scoring, they would only add to its memory
     parts = [_rescored(queries[start:start + step], rows[start:start + step], k, exact_vectors)

@@ -28,7 +28,7 @@ import dataclasses
 import datetime as dt
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import faiss
@@ -193,7 +193,8 @@ def updated_neighbours(index: IndexReader, ann: faiss.Index, keep: np.ndarray, d
         else:
             depth = min(documents.depth(lost, k), ann.ntotal - len(deleted))
             skipped = faiss.IDSelectorBatch(deleted)  # held while the selector, which points to it, is used
-            found = search(ann, index.searchable_rows(lost), depth, index.neighbourhood_params, faiss.IDSelectorNot(skipped))
+            found = search(ann, index.searchable_rows(lost), depth, index.neighbourhood_params, faiss.IDSelectorNot(skipped),
+                           exact_vectors=_exact_vectors(index, searchable))
             scores[lost], rows[lost] = nearest_of_other_groups(*found, documents.codes[lost], documents.codes, k)
     return np.vstack([scores, new_scores]), np.vstack([rows, new_rows])
 
@@ -271,14 +272,31 @@ def _offered_through_index(index: IndexReader, ann: faiss.Index, scores: np.ndar
     first_new = index.rows_stored
     depth = min(max(REVERSE_DEPTH, documents.depth(first_new + np.arange(len(searchable)), k)), ann.ntotal - len(deleted))
     skipped = faiss.IDSelectorBatch(deleted)  # held while the selector, which points to it, is used
+    # where the build re-scored its neighbours exactly, so are the candidates here: their scores meet the
+    # stored ones (exact), and REVERSE_DEPTH of them are deeper than the build's rerank went
+    params = index.neighbourhood_params | ({"rerank": 1} if "rerank" in index.neighbourhood_params else {})
     parts = []
     for start in range(0, len(searchable), REVERSE_BATCH):
         block = searchable[start:start + REVERSE_BATCH]
-        found, among = search(ann, block, depth, index.neighbourhood_params, faiss.IDSelectorNot(skipped) if len(deleted) else None)
+        found, among = search(ann, block, depth, params, faiss.IDSelectorNot(skipped) if len(deleted) else None,
+                              exact_vectors=_exact_vectors(index, searchable))
         parts.append(nearest_of_other_groups(found, among, documents.codes[first_new + start + np.arange(len(block))],
                                              documents.codes, k))
         _offer(scores, rows, found, among, first_new, first_new + start)
     return np.vstack([part[0] for part in parts]), np.vstack([part[1] for part in parts])
+
+
+def _exact_vectors(index: IndexReader, searchable: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Rows -> their searchable vectors, for re-scoring candidates: stored rows read from the index, the
+    new ones (numbered from index.rows_stored) from `searchable`."""
+    def vectors(rows: np.ndarray) -> np.ndarray:
+        stored = rows < index.rows_stored
+        result = np.empty((len(rows), index.dim), np.float32)
+        result[stored] = index.searchable_rows(rows[stored])
+        result[~stored] = searchable[rows[~stored] - index.rows_stored]
+        return result
+
+    return vectors
 
 
 def _offer(scores: np.ndarray, rows: np.ndarray, found: np.ndarray, among: np.ndarray, first_new: int, first: int) -> None:
