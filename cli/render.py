@@ -172,8 +172,8 @@ def index_description(manifest: Manifest) -> str:
         exact = built.get("neighbourhoods_exact", built["device"] == "gpu")
         neighbourhoods = (f"; neighbourhoods exact (GPU), an update's on a CPU at {depth}" if exact else
                           # what the tuning measured (the held-out rows' means of their 4 nearest), not every row's
-                          # stored neighbourhood: a 200k build (IVF711,SQ8, nprobe 112) 99.6% there, its parallel-margin
-                          # neighbourhoods 98.6% of all rows
+                          # stored neighbourhood: a 200k build (IVF711,SQ8, nprobe 112, rerank 2) 99.6% there, its
+                          # parallel-margin neighbourhoods 99.7% of all rows
                           f"; neighbourhoods at {depth}, {built['neighbourhoods_within']:.1%} of held-out rows within "
                           f"{NEIGHBOURHOOD_GAP} of exact")
     return (f"{built['key']} ({built['kind']}, {built['storage']}, built on {built['device']})"
