@@ -272,8 +272,9 @@ def _offered_through_index(index: IndexReader, ann: faiss.Index, scores: np.ndar
     first_new = index.rows_stored
     depth = min(max(REVERSE_DEPTH, documents.depth(first_new + np.arange(len(searchable)), k)), ann.ntotal - len(deleted))
     skipped = faiss.IDSelectorBatch(deleted)  # held while the selector, which points to it, is used
-    # where the build re-scored its neighbours exactly, so are the candidates here: their scores meet the
-    # stored ones (exact), and REVERSE_DEPTH of them are deeper than the build's rerank went
+    # where the build re-scored its neighbours exactly, the candidates found here are re-scored too (rerank
+    # 1): offered to old rows, they meet stored exact cosines, and REVERSE_DEPTH of them already hold more
+    # than the twice-k the build re-scored
     params = index.neighbourhood_params | ({"rerank": 1} if "rerank" in index.neighbourhood_params else {})
     parts = []
     for start in range(0, len(searchable), REVERSE_BATCH):
