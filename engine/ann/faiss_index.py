@@ -209,18 +209,22 @@ def training_rows(index: faiss.Index, count: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(count, wanted, replace=False))
 
 
+def _storage(index: faiss.Index) -> faiss.Index:
+    """The index that holds the vectors' codes: an inverted file's own type, or the index itself."""
+    ivf = faiss.try_extract_index_ivf(index)
+    return faiss.downcast_index(ivf) if ivf is not None else index
+
+
 def stores_codes(index: faiss.Index) -> bool:
     """Whether `index` scores compressed codes (scalar or product quantised) rather than the vectors."""
-    ivf = faiss.try_extract_index_ivf(index)
-    codes = faiss.downcast_index(ivf) if ivf is not None else index
-    return isinstance(codes, (faiss.IndexIVFPQ, faiss.IndexPQ, faiss.IndexIVFScalarQuantizer, faiss.IndexScalarQuantizer))
+    return isinstance(_storage(index), (faiss.IndexIVFPQ, faiss.IndexPQ, faiss.IndexIVFScalarQuantizer,
+                                        faiss.IndexScalarQuantizer))
 
 
 def is_lossy(index: faiss.Index) -> bool:
     """Product-quantised and 4-bit codes lose too much to rank by: their candidates are re-scored
     exactly."""
-    ivf = faiss.try_extract_index_ivf(index)
-    codes = faiss.downcast_index(ivf) if ivf is not None else index
+    codes = _storage(index)
     if isinstance(codes, (faiss.IndexIVFPQ, faiss.IndexPQ)):
         return True
     scalar = getattr(codes, "sq", None)

@@ -276,11 +276,12 @@ def _offered_through_index(index: IndexReader, ann: faiss.Index, scores: np.ndar
     # 1): offered to old rows, they meet stored exact cosines, and REVERSE_DEPTH of them already hold more
     # than the twice-k the build re-scored
     params = index.neighbourhood_params | ({"rerank": 1} if "rerank" in index.neighbourhood_params else {})
+    exact_vectors = _exact_vectors(index, searchable)
     parts = []
     for start in range(0, len(searchable), REVERSE_BATCH):
         block = searchable[start:start + REVERSE_BATCH]
         found, among = search(ann, block, depth, params, faiss.IDSelectorNot(skipped) if len(deleted) else None,
-                              exact_vectors=_exact_vectors(index, searchable))
+                              exact_vectors=exact_vectors)
         parts.append(nearest_of_other_groups(found, among, documents.codes[first_new + start + np.arange(len(block))],
                                              documents.codes, k))
         _offer(scores, rows, found, among, first_new, first_new + start)
